@@ -1,0 +1,3 @@
+"""Nudge: a self-hostable customer lifecycle platform."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,50 @@
+"""The HTTP application: routes, error mapping, startup and graceful shutdown."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from nudge import __version__
+from nudge.config import Settings
+from nudge.store import control
+from nudge.store.registry import StoreRegistry
+from nudge.tenancy.accounts import AccountDirectory
+
+from . import errors
+from .context import Nudge
+from .routes import ingest, ops, profiles
+
+log = logging.getLogger("nudge.api")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = control.connect(settings.control_database_url)
+    nudge = Nudge(settings, AccountDirectory(engine), StoreRegistry(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for account in nudge.accounts.list():  # open stores up front: WAL replay, caches
+            nudge.stores.get(account.id)
+        nudge.ready = True
+        log.info("nudge ready", extra={"accounts": len(nudge.accounts.list())})
+        try:
+            yield
+        finally:
+            nudge.ready = False
+            # Uvicorn has stopped taking requests and finished in-flight ones; close the
+            # stores, which drains queued commits first.
+            nudge.stores.close()
+            engine.dispose()
+            log.info("nudge stopped")
+
+    app = FastAPI(title="Nudge", version=__version__, lifespan=lifespan)
+    app.state.nudge = nudge
+    errors.install(app)
+    for module in (ingest, profiles, ops):
+        app.include_router(module.router)
+    return app

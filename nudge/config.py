@@ -1,0 +1,92 @@
+"""Typed settings: environment ``NUDGE_*`` > defaults. Bad values fail loudly at start.
+
+Every setting is documented in docs/configuration.md (a test checks that).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from nudge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Ingest limits (see docs/api.md)."""
+
+    max_body_bytes: int = 5 * 1024 * 1024
+    max_records: int = 1000
+    max_name_len: int = 120
+    max_string_bytes: int = 512
+    max_properties: int = 256
+    max_depth: int = 3
+    max_list_items: int = 100
+    future_skew_s: int = 3600
+    max_inflight_per_account: int = 64
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    control_url: str = ""  # default: sqlite in data_dir
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+    dedup_window_s: int = 24 * 3600
+    dedup_max_ids: int = 5_000_000
+    commit_max_records: int = 20_000
+    compact_threshold_rows: int = 1_000_000
+    max_typed_columns: int = 400
+    duckdb_memory_limit: str = ""  # empty: DuckDB's default (80% of RAM)
+    duckdb_threads: int = 0  # 0: DuckDB's default (all cores)
+
+    @property
+    def control_database_url(self) -> str:
+        return self.control_url or f"sqlite:///{self.data_dir / 'control.db'}"
+
+    @property
+    def accounts_dir(self) -> Path:
+        return self.data_dir / "accounts"
+
+
+def _coerce(name: str, raw: str, kind: type) -> object:
+    try:
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def _from_env(cls: type, prefix: str, env: dict[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for f in fields(cls):
+        if f.name == "limits":
+            continue
+        name = prefix + f.name.upper()
+        if name in env:
+            kind = {"Path": Path, "str": str, "int": int, "bool": bool}[
+                f.type if isinstance(f.type, str) else f.type.__name__
+            ]
+            values[f.name] = _coerce(name, env[name], kind)
+    return values
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from ``NUDGE_*`` (limits from ``NUDGE_LIMIT_*``), then explicit overrides."""
+    env = dict(os.environ) if env is None else env
+    limits = Limits(**_from_env(Limits, "NUDGE_LIMIT_", env))  # type: ignore[arg-type]
+    values = _from_env(Settings, "NUDGE_", env)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "data_dir" in values:
+        values["data_dir"] = Path(str(values["data_dir"]))
+    settings = Settings(limits=limits, **values)  # type: ignore[arg-type]
+    for f in fields(Limits):
+        if getattr(limits, f.name) <= 0:
+            raise ConfigError(f"NUDGE_LIMIT_{f.name.upper()} must be positive")
+    return settings

@@ -1,0 +1,171 @@
+"""The native upload API wire format (CleverTap's ``/1/upload`` shape).
+
+``{"d": [{"type": "event"|"profile"|"token", "identity"|"objectId"|"email"|"phone": ...,
+"ts": epoch seconds, "evtName", "evtData" | "profileData" | "tokenData"}]}``
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nudge.clock import clock
+from nudge.config import Limits
+from nudge.errors import ValidationError
+from nudge.ingest.records import (
+    E_IDENTITY,
+    E_SHAPE,
+    E_VALUE,
+    TOKEN_KINDS,
+    ProfileOp,
+    Record,
+    RecordError,
+    RecordInvalid,
+)
+from nudge.ingest.validate import (
+    check_name,
+    check_ts,
+    derive_message_id,
+    normalize_props,
+    normalize_value,
+    require,
+)
+
+# Wire key -> identifier kind.
+_ID_KEYS = {"identity": "identity", "objectId": "object_id", "email": "email", "phone": "phone"}
+# profileData keys that are identifiers too (CleverTap puts Email/Phone/Identity there).
+PROFILE_ID_PROPS = {"Identity": "identity", "Email": "email", "Phone": "phone"}
+_OPS = {"$set": "set", "$setOnce": "set_once", "$set_once": "set_once", "$unset": "unset",
+        "$delete": "unset", "$incr": "incr", "$decr": "decr", "$add": "add", "$remove": "remove"}
+_KNOWN_KEYS = {"type", "ts", "evtName", "evtData", "profileData", "tokenData", "msgId", *_ID_KEYS}
+
+
+def parse_upload(data: Any, limits: Limits) -> tuple[list[Record], list[RecordError]]:
+    """Split a decoded upload body into valid records and per-record errors."""
+    if not isinstance(data, dict) or not isinstance(data.get("d"), list):
+        raise ValidationError('body must be an object with a list "d"', field="d")
+    items = data["d"]
+    if not items:
+        raise ValidationError('"d" is empty', field="d")
+    if len(items) > limits.max_records:
+        raise ValidationError(f'"d" has {len(items)} records; at most {limits.max_records}',
+                              field="d")
+    now = clock.now()
+    records: list[Record] = []
+    errors: list[RecordError] = []
+    for i, item in enumerate(items):
+        try:
+            records.append(parse_record(item, i, now, limits))
+        except RecordInvalid as e:
+            errors.append(RecordError(i, e.code, e.error))
+    return records, errors
+
+
+def identifiers(item: dict[str, Any], limits: Limits) -> dict[str, str]:
+    ids: dict[str, str] = {}
+    for key, kind in _ID_KEYS.items():
+        v = item.get(key)
+        if v is None:
+            continue
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = str(v)
+        require(isinstance(v, str) and 0 < len(v) <= limits.max_string_bytes,
+                f"{key} must be a non-empty string of at most {limits.max_string_bytes} bytes",
+                E_IDENTITY)
+        ids[kind] = normalize_identifier(kind, v)
+    return ids
+
+
+def normalize_identifier(kind: str, value: str) -> str:
+    value = value.strip()
+    if kind == "email":
+        if "@" not in value:
+            raise RecordInvalid(E_IDENTITY, f"email {value!r} is not an email address")
+        return value.lower()
+    if kind == "phone":
+        digits = "".join(c for c in value if c.isdigit())
+        if len(digits) < 6:
+            raise RecordInvalid(E_IDENTITY, f"phone {value!r} is not a phone number")
+        return ("+" if value.startswith("+") else "") + digits
+    if not value:
+        raise RecordInvalid(E_IDENTITY, f"{kind} is empty")
+    return value
+
+
+def parse_record(item: Any, index: int, now: float, limits: Limits) -> Record:
+    require(isinstance(item, dict), "record must be an object")
+    unknown = set(item) - _KNOWN_KEYS
+    require(not unknown, f"unknown field(s) {sorted(unknown)}")
+    kind = item.get("type")
+    require(kind in ("event", "profile", "token"),
+            'type must be "event", "profile" or "token"')
+    ids = identifiers(item, limits)
+    ts = check_ts(item["ts"], limits) if item.get("ts") is not None else now
+    msg_id = item.get("msgId")
+    if msg_id is not None:
+        require(isinstance(msg_id, str) and 0 < len(msg_id) <= 128,
+                "msgId must be a string of 1-128 characters")
+    rec = Record(kind=kind, ids=ids, ts=ts, message_id="", index=index)
+    if kind == "event":
+        require("profileData" not in item and "tokenData" not in item,
+                "an event record takes evtName/evtData only")
+        rec.event = check_name(item.get("evtName"), "evtName", limits)
+        if rec.event.startswith("$"):
+            raise RecordInvalid(E_SHAPE, "evtName must not start with '$' (reserved)")
+        rec.props = normalize_props(item.get("evtData") or {}, limits)
+    elif kind == "profile":
+        require(isinstance(item.get("profileData"), dict), "profileData must be an object")
+        rec.ops = profile_ops(item["profileData"], ids, limits)
+    else:
+        rec.token = token(item.get("tokenData"))
+    require(bool(ids), "record needs an identifier: identity, objectId, email or phone",
+            E_IDENTITY)
+    # Identifiers read from profileData may only arrive now; check again after parsing.
+    rec.message_id = msg_id or derive_message_id(
+        kind, sorted(ids.items()), ts, rec.event, item.get("evtData"), item.get("profileData"),
+        item.get("tokenData"))
+    return rec
+
+
+def profile_ops(data: dict[str, Any], ids: dict[str, str], limits: Limits) -> list[ProfileOp]:
+    """Turn profileData into operations; identifier properties also become identifiers."""
+    require(len(data) <= limits.max_properties, f"more than {limits.max_properties} properties")
+    ops: list[ProfileOp] = []
+    for name, raw in data.items():
+        check_name(name, "profile property name", limits)
+        if name in PROFILE_ID_PROPS and isinstance(raw, str | int) and not isinstance(raw, bool):
+            kind = PROFILE_ID_PROPS[name]
+            ids.setdefault(kind, normalize_identifier(kind, str(raw)))
+            continue
+        ops.append(profile_op(name, raw, limits))
+    return ops
+
+
+def profile_op(name: str, raw: Any, limits: Limits) -> ProfileOp:
+    if isinstance(raw, dict) and len(raw) == 1 and next(iter(raw)) in _OPS:
+        key, value = next(iter(raw.items()))
+        op = _OPS[key]
+        if op == "unset":
+            return ProfileOp("unset", name)
+        if op in ("incr", "decr"):
+            require(isinstance(value, int | float) and not isinstance(value, bool),
+                    f"{key} on {name!r} needs a number", E_VALUE)
+            return ProfileOp("incr", name, value if op == "incr" else -value)
+        if op in ("add", "remove"):
+            items = value if isinstance(value, list) else [value]
+            require(all(isinstance(v, str | int | float) and not isinstance(v, bool)
+                        for v in items), f"{key} on {name!r} needs strings or numbers", E_VALUE)
+            return ProfileOp(op, name, [str(normalize_value(v, name, limits)) for v in items])
+        return ProfileOp(op, name, normalize_value(value, name, limits))
+    return ProfileOp("set", name, normalize_value(raw, name, limits))
+
+
+def token(data: Any) -> tuple[str, str]:
+    require(isinstance(data, dict), "tokenData must be an object")
+    kind, tok = data.get("type"), data.get("id")
+    require(kind in TOKEN_KINDS, f"tokenData.type must be one of {list(TOKEN_KINDS)}")
+    if kind == "webpush" and isinstance(tok, dict):
+        import msgspec
+
+        tok = msgspec.json.encode(tok).decode()
+    require(isinstance(tok, str) and 0 < len(tok) <= 4096, "tokenData.id must be a string")
+    return kind, tok

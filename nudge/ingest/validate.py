@@ -1,0 +1,130 @@
+"""Validation of record contents against the limits in docs/api.md.
+
+Functions raise RecordInvalid for one record; request-level problems are raised by the wire
+format modules as ValidationError / PayloadTooLarge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from typing import Any
+
+import msgspec
+
+from nudge.clock import clock
+from nudge.config import Limits
+from nudge.ingest.records import (
+    E_LIMIT,
+    E_NAME,
+    E_SHAPE,
+    E_TS,
+    E_VALUE,
+    Date,
+    RecordInvalid,
+)
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DATE = re.compile(r"^\$D_(-?\d{1,12})$")
+# Every JSON string token, with the colon if it is an object key. Matching whole tokens from
+# the left means a quote or colon inside a string value can never be mistaken for a key.
+_STRING_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?', re.S)
+_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+def check_name(name: Any, what: str, limits: Limits) -> str:
+    if not isinstance(name, str) or not name:
+        raise RecordInvalid(E_NAME, f"{what} must be a non-empty string")
+    if len(name) > limits.max_name_len:
+        raise RecordInvalid(E_NAME, f"{what} {name[:40]!r}... is longer than "
+                                    f"{limits.max_name_len} characters")
+    if _CONTROL.search(name):
+        raise RecordInvalid(E_NAME, f"{what} {name!r} contains control characters")
+    return name
+
+
+def check_ts(ts: Any, limits: Limits, *, field: str = "ts") -> float:
+    """Epoch seconds between 1970 and now + the allowed clock skew."""
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise RecordInvalid(E_TS, f"{field} must be epoch seconds (a number)")
+    if ts < 0:
+        raise RecordInvalid(E_TS, f"{field} {ts} is before 1970")
+    if ts > clock.now() + limits.future_skew_s:
+        raise RecordInvalid(E_TS, f"{field} {ts} is more than {limits.future_skew_s}s in the "
+                                  "future (milliseconds instead of seconds?)")
+    return float(ts)
+
+
+def normalize_value(value: Any, name: str, limits: Limits, depth: int = 1) -> Any:
+    """Check one property value and turn ``$D_<epoch>`` strings into Date."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise RecordInvalid(E_VALUE, f"property {name!r}: number must be finite")
+        return value
+    if isinstance(value, str):
+        if len(value) * 4 > limits.max_string_bytes and len(value.encode()) > limits.max_string_bytes:
+            raise RecordInvalid(E_VALUE, f"property {name!r}: string longer than "
+                                         f"{limits.max_string_bytes} bytes")
+        if value.startswith("$D_"):
+            m = _DATE.match(value)
+            if not m:
+                raise RecordInvalid(E_VALUE, f"property {name!r}: bad date {value!r}, "
+                                             "expected $D_<epoch seconds>")
+            return Date(float(m.group(1)))
+        return value
+    if depth >= limits.max_depth:
+        raise RecordInvalid(E_LIMIT, f"property {name!r}: nested deeper than {limits.max_depth}")
+    if isinstance(value, list):
+        if len(value) > limits.max_list_items:
+            raise RecordInvalid(E_LIMIT, f"property {name!r}: more than "
+                                         f"{limits.max_list_items} items")
+        return [normalize_value(v, name, limits, depth + 1) for v in value]
+    if isinstance(value, dict):
+        return normalize_props(value, limits, depth + 1, prefix=name + ".")
+    raise RecordInvalid(E_VALUE, f"property {name!r}: unsupported value")
+
+
+def normalize_props(props: Any, limits: Limits, depth: int = 1, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(props, dict):
+        raise RecordInvalid(E_SHAPE, "properties must be an object")
+    if len(props) > limits.max_properties:
+        raise RecordInvalid(E_LIMIT, f"more than {limits.max_properties} properties")
+    out = {}
+    for k, v in props.items():
+        check_name(k, f"property name {prefix}", limits)
+        out[k] = normalize_value(v, prefix + k, limits, depth)
+    return out
+
+
+def check_duplicate_keys(body: bytes, decoded: Any) -> None:
+    """Reject JSON whose objects repeat a key (the last would silently win).
+
+    msgspec keeps the last duplicate, so compare the number of keys in the text with the
+    number of keys that survived decoding. Runs at C speed (one regex pass).
+    """
+    in_text = sum(1 for colon in _STRING_TOKEN.findall(body) if colon)
+    if in_text != _count_keys(decoded):
+        from nudge.errors import ValidationError
+
+        raise ValidationError("JSON object has a duplicate key", field="body")
+
+
+def _count_keys(value: Any) -> int:
+    if isinstance(value, dict):
+        return len(value) + sum(_count_keys(v) for v in value.values() if isinstance(v, dict | list))
+    if isinstance(value, list):
+        return sum(_count_keys(v) for v in value if isinstance(v, dict | list))
+    return 0
+
+
+def derive_message_id(*parts: Any) -> str:
+    """A stable id for a record that came without one, so a retried upload is stored once."""
+    return hashlib.blake2b(_ENCODER.encode(parts), digest_size=16).hexdigest()
+
+
+def require(cond: bool, message: str, code: int = E_SHAPE) -> None:
+    if not cond:
+        raise RecordInvalid(code, message)

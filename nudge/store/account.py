@@ -1,0 +1,312 @@
+"""An account store: one DuckDB file per account, one writer thread, group commit.
+
+Requests hand validated records to ``submit``; the writer thread drains everything queued
+meanwhile into one transaction (group commit), and each request is answered only after that
+transaction is durable in DuckDB's write-ahead log. Readers use their own cursors and see
+every committed record at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import duckdb
+import msgspec
+import pyarrow as pa
+
+from nudge.clock import clock
+from nudge.config import Settings
+from nudge.ingest.identity import IdentityState, Key
+from nudge.ingest.profiles import ProfileRow
+from nudge.ingest.records import Record
+from nudge.store import metrics
+from nudge.store.catalog import EPOCH, PropertyCatalog, from_column_value
+from nudge.store.commit import Commit, CommitResult
+from nudge.store.schema import DDL
+
+log = logging.getLogger("nudge.store")
+T = TypeVar("T")
+_JSON = msgspec.json.Decoder()
+
+
+@dataclass
+class _Pending:
+    records: list[Record]
+    future: concurrent.futures.Future[CommitResult]
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal (for the few statements that take no parameters)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _epoch(v: dt.datetime | None) -> float | None:
+    return None if v is None else (v - EPOCH).total_seconds()
+
+
+class AccountStore:
+    """The DuckDB silo of one account."""
+
+    def __init__(self, account_id: str, path: Path, settings: Settings) -> None:
+        self.account_id = account_id
+        self.path = path
+        self.settings = settings
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = duckdb.connect(":memory:")
+        if settings.duckdb_memory_limit:
+            self.db.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
+        if settings.duckdb_threads:
+            self.db.execute(f"SET threads = {int(settings.duckdb_threads)}")
+        # ATTACH (rather than connect) so that encryption at rest can pass a key here.
+        # ATTACH takes no parameters; the path is ours (data dir + generated account id),
+        # quoted as a SQL string literal.
+        self.db.execute(f"ATTACH {sql_string(str(path))} AS acct")
+        self.writer_cursor = self.cursor()
+        for ddl in DDL:
+            self.writer_cursor.execute(ddl)
+        self._load_state()
+        self._queue: queue.Queue[_Pending | _Job | None] = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._writer, name=f"writer-{account_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- startup ------------------------------------------------------------------------
+    def _load_state(self) -> None:
+        cur = self.writer_cursor
+        self.catalog = PropertyCatalog(
+            cur.execute("SELECT scope, name, column_name, type FROM property_catalog").fetchall(),
+            self.settings.max_typed_columns)
+        self.identity = IdentityState(
+            merged_into=dict(cur.execute("SELECT from_id, to_id FROM profile_merges").fetchall()),
+            next_uid=1 + int(cur.execute(
+                "SELECT greatest((SELECT coalesce(max(user_id), 0) FROM profiles),"
+                " (SELECT coalesce(max(from_id), 0) FROM profile_merges))").fetchone()[0]))
+        self.next_seq = 1 + int(cur.execute(
+            "SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+        row = cur.execute("SELECT value FROM meta WHERE key = 'compacted_through'").fetchone()
+        self.compacted_through = int(row[0]) if row else 0
+        self.event_props: set[tuple[str, str, str]] = set(
+            cur.execute("SELECT event, name, type FROM event_properties").fetchall())
+        # The dedup window: message ids of recently ingested events, oldest first.
+        self.dedup: set[str] = set()
+        self._dedup_order: collections.deque[tuple[float, list[str]]] = collections.deque()
+        since = clock.now() - self.settings.dedup_window_s
+        ids = cur.execute(
+            "SELECT message_id FROM events WHERE ingested_at >= to_timestamp(?)::TIMESTAMP "
+            "ORDER BY seq DESC LIMIT ?", [since, self.settings.dedup_max_ids]).fetchall()
+        recent = [r[0] for r in ids]
+        self.dedup.update(recent)
+        self._dedup_order.append((clock.now(), recent))
+
+    # -- identity cache ---------------------------------------------------------------------
+    def lookup_identities(self, keys: set[Key]) -> None:
+        """Load the given identifiers (and their profiles' identity) into the cache."""
+        if not keys:
+            return
+        state = self.identity
+        if len(state.ids) > 2_000_000:  # bound memory; entries are re-read on demand
+            state.ids.clear()
+            state.identity_of.clear()
+        cur = self.writer_cursor
+        wanted = pa.table({"kind": [k for k, _ in keys], "value": [v for _, v in keys]})
+        cur.register("_wanted", wanted)
+        rows = cur.execute(
+            "SELECT i.kind, i.value, i.user_id, p.identity FROM identities i "
+            "JOIN _wanted w ON i.kind = w.kind AND i.value = w.value "
+            "LEFT JOIN profiles p ON p.user_id = i.user_id").fetchall()
+        cur.unregister("_wanted")
+        for kind, value, uid, identity in rows:
+            state.ids[(kind, value)] = uid
+            state.identity_of[uid] = identity
+
+    def remember_ids(self, ids: list[str], now: float) -> None:
+        self.dedup.update(ids)
+        self._dedup_order.append((now, ids))
+        horizon = now - self.settings.dedup_window_s
+        while self._dedup_order and (
+            self._dedup_order[0][0] < horizon or len(self.dedup) > self.settings.dedup_max_ids
+        ):
+            _, old = self._dedup_order.popleft()
+            self.dedup.difference_update(old)
+
+    # -- writes ---------------------------------------------------------------------------
+    async def submit(self, records: list[Record]) -> CommitResult:
+        """Queue records for the next group commit; returns once they are durable."""
+        return await asyncio.wrap_future(self.submit_nowait(records))
+
+    def submit_nowait(self, records: list[Record]) -> concurrent.futures.Future[CommitResult]:
+        fut: concurrent.futures.Future[CommitResult] = concurrent.futures.Future()
+        if self._closed:
+            fut.set_exception(RuntimeError("store is closed"))
+            return fut
+        self._queue.put(_Pending(records, fut))
+        return fut
+
+    def write(self, records: list[Record]) -> CommitResult:
+        """Blocking write (CLI, demo, import)."""
+        return self.submit_nowait(records).result()
+
+    def run_on_writer(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run ``fn`` on the writer thread between commits (compaction, merges, erasure)."""
+        job = _Job(fn)
+        self._queue.put(job)
+        return job.future
+
+    def _writer(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            batch: list[_Pending] = []
+            jobs: list[_Job] = []
+            size = 0
+            while True:
+                if item is None:
+                    stop = True
+                elif isinstance(item, _Job):
+                    jobs.append(item)
+                else:
+                    batch.append(item)
+                    size += len(item.records)
+                if stop or size >= self.settings.commit_max_records:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._commit(batch)
+            for job in jobs:
+                job.run()
+            self._maybe_compact()
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        records = [r for p in batch for r in p.records]
+        started = time.perf_counter()
+        try:
+            result = Commit(self, records).run()
+        except BaseException as e:  # noqa: BLE001 - every waiting request must hear of it
+            log.exception("commit failed for account %s", self.account_id)
+            for p in batch:
+                p.future.set_exception(e)
+            return
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.COMMIT_RECORDS.observe(len(records))
+        pos = 0
+        for p in batch:
+            n = len(p.records)
+            p.future.set_result(CommitResult(result.errors[pos:pos + n], result.stored_events,
+                                             result.duplicates, result.first_seq, result.last_seq))
+            pos += n
+
+    # -- compaction -------------------------------------------------------------------------
+    def recent_rows(self) -> int:
+        return int(self.writer_cursor.execute("SELECT count(*) FROM events_recent").fetchone()[0])
+
+    def _maybe_compact(self) -> None:
+        if self.next_seq - 1 - self.compacted_through >= self.settings.compact_threshold_rows:
+            self.compact()
+
+    def compact(self) -> int:
+        """Move recent events into the sorted table, ordered by (event, ts). Writer only."""
+        cur = self.writer_cursor
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            hi = int(cur.execute("SELECT coalesce(max(seq), 0) FROM events_recent").fetchone()[0])
+            moved = int(cur.execute("SELECT count(*) FROM events_recent").fetchone()[0])
+            cur.execute("INSERT INTO events_sorted BY NAME "
+                        "SELECT * FROM events_recent ORDER BY event, ts")
+            cur.execute("DELETE FROM events_recent")
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('compacted_through', ?)",
+                        [str(max(hi, self.compacted_through))])
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        self.compacted_through = max(hi, self.compacted_through)
+        log.info("compacted %d events for account %s", moved, self.account_id)
+        return moved
+
+    def compact_now(self) -> int:
+        """Compact on the writer thread (safe while ingest goes on)."""
+        return self.run_on_writer(self.compact).result()
+
+    # -- reads ----------------------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A read cursor on the account database; sees every committed record."""
+        cur = self.db.cursor()
+        cur.execute("USE acct")  # each cursor starts on the default (in-memory) catalog
+        return cur
+
+    def user_for(self, kind: str, value: str) -> int | None:
+        with self.cursor() as cur:
+            row = cur.execute("SELECT user_id FROM identities WHERE kind = ? AND value = ?",
+                              [kind, value]).fetchone()
+        return None if row is None else int(row[0])
+
+    def load_profiles(self, uids: list[int], cur: Any = None) -> dict[int, ProfileRow]:
+        if not uids:
+            return {}
+        cur = cur or self.writer_cursor
+        res = cur.execute("SELECT * FROM profiles WHERE user_id IN (SELECT unnest(?::BIGINT[]))",
+                          [uids])
+        names = [d[0] for d in res.description]
+        out: dict[int, ProfileRow] = {}
+        for values in res.fetchall():
+            row = dict(zip(names, values, strict=True))
+            props = _JSON.decode(row["props"]) if row["props"] else {}
+            for col in self.catalog.by_scope("profile"):
+                v = row.get(col.column)
+                if v is not None:
+                    props[col.name] = from_column_value(v, col.type)
+            out[row["user_id"]] = ProfileRow(
+                user_id=row["user_id"], identity=row["identity"], email=row["email"],
+                phone=row["phone"], first_seen=_epoch(row["first_seen"]),
+                last_seen=_epoch(row["last_seen"]), event_count=row["event_count"],
+                first_event_seq=row["first_event_seq"], created_at=_epoch(row["created_at"]) or 0,
+                updated_at=_epoch(row["updated_at"]) or 0, props=props)
+        return out
+
+    def identifiers_of(self, uid: int) -> list[tuple[str, str]]:
+        with self.cursor() as cur:
+            return [(k, v) for k, v in cur.execute(
+                "SELECT kind, value FROM identities WHERE user_id = ? ORDER BY kind, created_at",
+                [uid]).fetchall()]
+
+    # -- shutdown ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Finish queued commits, then checkpoint and close the file."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            self.writer_cursor.execute("CHECKPOINT")
+        finally:
+            self.db.close()
+
+
+class _Job:
+    """A function queued to run on the writer thread."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run(self) -> None:
+        try:
+            self.future.set_result(self.fn())
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits
+            self.future.set_exception(e)
