@@ -13,6 +13,7 @@ from nudge.config import Limits
 from nudge.errors import ValidationError
 from nudge.ingest.records import (
     E_IDENTITY,
+    E_LIMIT,
     E_SHAPE,
     E_VALUE,
     TOKEN_KINDS,
@@ -111,7 +112,9 @@ def parse_record(item: Any, index: int, now: float, limits: Limits) -> Record:
         rec.event = check_name(item.get("evtName"), "evtName", limits)
         if rec.event.startswith("$"):
             raise RecordInvalid(E_SHAPE, "evtName must not start with '$' (reserved)")
-        rec.props = normalize_props(item.get("evtData") or {}, limits)
+        # Only an absent/null evtData means "no properties"; [] or 0 is a shape error.
+        evt_data = item.get("evtData")
+        rec.props = normalize_props({} if evt_data is None else evt_data, limits)
     elif kind == "profile":
         require(isinstance(item.get("profileData"), dict), "profileData must be an object")
         rec.ops = profile_ops(item["profileData"], ids, limits)
@@ -128,7 +131,8 @@ def parse_record(item: Any, index: int, now: float, limits: Limits) -> Record:
 
 def profile_ops(data: dict[str, Any], ids: dict[str, str], limits: Limits) -> list[ProfileOp]:
     """Turn profileData into operations; identifier properties also become identifiers."""
-    require(len(data) <= limits.max_properties, f"more than {limits.max_properties} properties")
+    require(len(data) <= limits.max_properties, f"more than {limits.max_properties} properties",
+            E_LIMIT)  # same code as too many event properties
     ops: list[ProfileOp] = []
     for name, raw in data.items():
         check_name(name, "profile property name", limits)

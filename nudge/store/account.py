@@ -64,6 +64,11 @@ class AccountStore:
         self.settings = settings
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = duckdb.connect(":memory:")
+        # Every TIMESTAMP column holds UTC. Casts like to_timestamp(?)::TIMESTAMP and now()
+        # go through the session time zone, which defaults to the host's; pin it to UTC for
+        # every cursor (GLOBAL: cursors are sessions of their own) so that time filters and
+        # the dedup window do not shift by the host's UTC offset.
+        self.db.execute("SET GLOBAL TimeZone = 'UTC'")
         if settings.duckdb_memory_limit:
             self.db.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
         if settings.duckdb_threads:

@@ -52,8 +52,10 @@ async def store_records(store: AccountStore, records: list[Record],
             if err is not None:
                 result.errors.append(err)
         result.processed = len(records) - sum(e is not None for e in committed.errors)
-        for rec in records:
-            metrics.RECORDS.labels(kind=rec.kind).inc()
+        # Count only records the commit accepted; ones it rejected (e.g. 520) are rejects.
+        for rec, err in zip(records, committed.errors, strict=True):
+            if err is None:
+                metrics.RECORDS.labels(kind=rec.kind).inc()
     for err in result.errors:
         metrics.REJECTS.labels(code=str(err.code)).inc()
     return result
