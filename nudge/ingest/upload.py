@@ -67,16 +67,19 @@ def identifiers(item: dict[str, Any], limits: Limits) -> dict[str, str]:
         v = item.get(key)
         if v is None:
             continue
-        if isinstance(v, int) and not isinstance(v, bool):
+        if type(v) is int:
             v = str(v)
-        require(isinstance(v, str) and 0 < len(v) <= limits.max_string_bytes,
-                f"{key} must be a non-empty string of at most {limits.max_string_bytes} bytes",
-                E_IDENTITY)
+        if type(v) is not str or not 0 < len(v.encode()) <= limits.max_string_bytes:
+            raise RecordInvalid(E_IDENTITY, f"{key} must be a non-empty string of at most "
+                                            f"{limits.max_string_bytes} bytes")
         ids[kind] = normalize_identifier(kind, v)
     return ids
 
 
 def normalize_identifier(kind: str, value: str) -> str:
+    if kind == "identity" or kind == "object_id":
+        if value and not value[0].isspace() and not value[-1].isspace():
+            return value  # the common case: nothing to normalize
     value = value.strip()
     if kind == "email":
         if "@" not in value:
@@ -94,17 +97,16 @@ def normalize_identifier(kind: str, value: str) -> str:
 
 def parse_record(item: Any, index: int, now: float, limits: Limits) -> Record:
     require(isinstance(item, dict), "record must be an object")
-    unknown = set(item) - _KNOWN_KEYS
-    require(not unknown, f"unknown field(s) {sorted(unknown)}")
+    if not _KNOWN_KEYS.issuperset(item):
+        raise RecordInvalid(E_SHAPE, f"unknown field(s) {sorted(set(item) - _KNOWN_KEYS)}")
     kind = item.get("type")
     require(kind in ("event", "profile", "token"),
             'type must be "event", "profile" or "token"')
     ids = identifiers(item, limits)
     ts = check_ts(item["ts"], limits) if item.get("ts") is not None else now
     msg_id = item.get("msgId")
-    if msg_id is not None:
-        require(isinstance(msg_id, str) and 0 < len(msg_id) <= 128,
-                "msgId must be a string of 1-128 characters")
+    if msg_id is not None and (type(msg_id) is not str or not 0 < len(msg_id) <= 128):
+        raise RecordInvalid(E_SHAPE, "msgId must be a string of 1-128 characters")
     rec = Record(kind=kind, ids=ids, ts=ts, message_id="", index=index)
     if kind == "event":
         require("profileData" not in item and "tokenData" not in item,

@@ -33,7 +33,14 @@ _STRING_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?', re.S)
 _ENCODER = msgspec.json.Encoder(order="sorted")
 
 
+def _now_plus(skew: int) -> float:
+    return clock.now() + skew
+
+
 def check_name(name: Any, what: str, limits: Limits) -> str:
+    # Hot path: names repeat in every record, so the common case is three C-level checks.
+    if type(name) is str and 0 < len(name) <= limits.max_name_len and name.isprintable():
+        return name
     if not isinstance(name, str) or not name:
         raise RecordInvalid(E_NAME, f"{what} must be a non-empty string")
     if len(name) > limits.max_name_len:
@@ -41,11 +48,14 @@ def check_name(name: Any, what: str, limits: Limits) -> str:
                                     f"{limits.max_name_len} characters")
     if _CONTROL.search(name):
         raise RecordInvalid(E_NAME, f"{what} {name!r} contains control characters")
-    return name
+    return name  # printable-check failed only on unusual but allowed characters
 
 
 def check_ts(ts: Any, limits: Limits, *, field: str = "ts") -> float:
     """Epoch seconds between 1970 and now + the allowed clock skew."""
+    t = type(ts)
+    if (t is int or t is float) and 0 <= ts <= _now_plus(limits.future_skew_s):
+        return float(ts)
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
         raise RecordInvalid(E_TS, f"{field} must be epoch seconds (a number)")
     if ts < 0:
@@ -88,15 +98,24 @@ def normalize_value(value: Any, name: str, limits: Limits, depth: int = 1) -> An
 
 
 def normalize_props(props: Any, limits: Limits, depth: int = 1, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(props, dict):
+    """Check a property object in place (it is our own decoded copy) and return it."""
+    if type(props) is not dict:
         raise RecordInvalid(E_SHAPE, "properties must be an object")
     if len(props) > limits.max_properties:
         raise RecordInvalid(E_LIMIT, f"more than {limits.max_properties} properties")
-    out = {}
+    short = limits.max_string_bytes // 4  # strings this short can't exceed the byte limit
     for k, v in props.items():
         check_name(k, f"property name {prefix}", limits)
-        out[k] = normalize_value(v, prefix + k, limits, depth)
-    return out
+        t = type(v)
+        if t is str:
+            if len(v) <= short and not v.startswith("$D_"):
+                continue
+        elif t is int or t is bool or v is None:
+            continue
+        elif t is float and math.isfinite(v):
+            continue
+        props[k] = normalize_value(v, prefix + k, limits, depth)
+    return props
 
 
 def check_duplicate_keys(body: bytes, decoded: Any) -> None:

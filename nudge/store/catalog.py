@@ -25,8 +25,14 @@ SCOPE_PREFIX = {"event": "ep_", "profile": "pp_"}
 EPOCH = dt.datetime(1970, 1, 1)
 
 
+_SCALAR_TYPES = {bool: "boolean", int: "number", float: "number", str: "string", Date: "date"}
+
+
 def value_type(v: Any) -> str | None:
     """The catalog type of a value, or None if it can only live in the JSON overflow."""
+    t = _SCALAR_TYPES.get(type(v))
+    if t is not None:
+        return t
     if isinstance(v, bool):
         return "boolean"
     if isinstance(v, int | float):
@@ -46,9 +52,7 @@ def to_column_value(v: Any, typ: str) -> Any:
         return int(v.epoch * 1_000_000)
     if typ == "list":
         return [str(x) for x in v]
-    if typ == "number":
-        return float(v)
-    return v
+    return v  # Arrow converts ints into a float64 column itself
 
 
 def from_column_value(v: Any, typ: str) -> Any:
@@ -57,6 +61,9 @@ def from_column_value(v: Any, typ: str) -> Any:
     if typ == "number" and isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
         return int(v)
     return v
+
+
+_MISS = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,8 @@ class PropertyCatalog:
         self.columns: dict[tuple[str, str], Column] = {}
         self.counts = {"event": 0, "profile": 0}
         self.staged: list[Column] = []
+        # (scope, name, value type) -> column or None: the per-value fast path.
+        self._placed: dict[tuple[str, str, str | None], Column | None] = {}
         for scope, name, column, typ in rows:
             self._add(Column(scope, name, column, typ))
 
@@ -93,22 +102,29 @@ class PropertyCatalog:
 
         Returns None when the value belongs in the JSON overflow.
         """
-        col = self.columns.get((scope, name))
         typ = value_type(value)
+        hit = self._placed.get((scope, name, typ), _MISS)
+        if hit is not _MISS:
+            return hit  # type: ignore[return-value]
+        col = self.columns.get((scope, name))
         if col is None:
             if typ is None or self.counts[scope] >= self.max_columns:
+                self._placed[(scope, name, typ)] = None
                 return None
             col = Column(scope, name, f"{SCOPE_PREFIX[scope]}{self.counts[scope] + 1}", typ)
             self._add(col)
             self.staged.append(col)
             return col
-        return col if col.type == typ else None
+        placed = col if col.type == typ else None
+        self._placed[(scope, name, typ)] = placed
+        return placed
 
     def confirm(self) -> None:
         """The staged columns were committed."""
         self.staged = []
 
     def rollback(self) -> None:
+        self._placed.clear()
         for col in self.staged:
             del self.columns[(col.scope, col.name)]
             self.counts[col.scope] -= 1
