@@ -39,6 +39,31 @@ api_keys = sa.Table(
 sa.Index("ix_api_keys_account", api_keys.c.account_id)
 
 
+segments = sa.Table(
+    "segments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+)
+sa.Index("ix_segments_account", segments.c.account_id)
+
+segment_versions = sa.Table(
+    "segment_versions",
+    metadata,
+    sa.Column("segment_id", sa.Integer, sa.ForeignKey("segments.id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

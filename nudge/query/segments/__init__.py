@@ -1,0 +1,1 @@
+"""Behavioral segments: definition (model), SQL (compiler), words (explain), evaluation."""

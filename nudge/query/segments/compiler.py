@@ -1,0 +1,439 @@
+"""Segment node tree → SQL over one account store.
+
+Every condition compiles to a set query (``SELECT user_id ...``) that is either the
+condition's members or, when ``negated``, its complement; AND/OR/NOT combine them with
+INTERSECT / UNION / EXCEPT, and only the root takes a complement against all profiles. This
+keeps each leaf a tight scan that DuckDB prunes by (event, ts) zone maps.
+
+SQL never contains user text: event names and values are bound parameters; columns are
+``ep_<n>``/``pp_<n>`` names from the property catalog (or fixed system columns).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from nudge.store.catalog import Column, PropertyCatalog
+
+from .model import (
+    Aggregate,
+    And,
+    DefinitionError,
+    Did,
+    DidNot,
+    EventSpec,
+    Filter,
+    FirstTime,
+    InSegment,
+    LastDid,
+    Node,
+    Not,
+    Or,
+    ProfileIs,
+    Reachable,
+    Sequence,
+    Window,
+)
+
+UNIVERSE = "SELECT user_id FROM profiles"
+NOBODY = "SELECT user_id FROM profiles WHERE false"
+# Profile fields that are not properties; ``$`` keeps them apart from customer properties.
+SYSTEM_PROFILE = {
+    "$identity": Column("profile", "$identity", "identity", "string"),
+    "$email": Column("profile", "$email", "email", "string"),
+    "$phone": Column("profile", "$phone", "phone", "string"),
+    "$first_seen": Column("profile", "$first_seen", "first_seen", "date"),
+    "$last_seen": Column("profile", "$last_seen", "last_seen", "date"),
+    "$total_events": Column("profile", "$total_events", "event_count", "number"),
+}
+SUBSCRIPTION = {"email": "MSG-email", "sms": "MSG-sms", "whatsapp": "MSG-whatsapp",
+                "push": "MSG-push", "webpush": "MSG-push"}
+_CMP = {">=": ">=", ">": ">", "<=": "<=", "<": "<", "=": "=", "!=": "<>"}
+_ORDER = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_NEGATIVE_OPS = {"neq", "not_in", "not_contains", "not_exists"}
+
+
+def to_ts(epoch: float) -> dt.datetime:
+    """Epoch seconds → the naive UTC timestamp the store uses."""
+    return dt.datetime(1970, 1, 1) + dt.timedelta(seconds=epoch)
+
+
+def to_epoch(v: Any) -> float:
+    if isinstance(v, str):
+        t = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+        return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    return float(v)
+
+
+@dataclass
+class Sql:
+    """A set query of user ids (or its complement when ``negated``) with its parameters."""
+
+    text: str
+    params: list[Any] = field(default_factory=list)
+    negated: bool = False
+
+
+def _join(op: str, parts: list[Sql]) -> Sql:
+    if len(parts) == 1:
+        return Sql(parts[0].text, list(parts[0].params))
+    text = f" {op} ".join(f"({p.text})" for p in parts)
+    return Sql(text, [x for p in parts for x in p.params])
+
+
+class Compiler:
+    """Compiles one definition for one account (catalog), at one moment (``now``)."""
+
+    def __init__(self, catalog: PropertyCatalog, now: float, timezone: str = "UTC", *,
+                 strict: bool = False, user_id: int | None = None,
+                 segment_table: Callable[[int], str] | None = None) -> None:
+        self.catalog = catalog
+        self.now = now
+        self.tz = ZoneInfo(timezone)
+        self.strict = strict
+        self.user_id = user_id
+        self.segment_table = segment_table
+        self.path = "$"
+
+    # -- entry points -------------------------------------------------------------------
+    def members(self, node: Node) -> Sql:
+        """A query of the members' user ids."""
+        sql = self.visit(node)
+        if sql.negated:
+            universe = self.universe()
+            return Sql(f"({universe.text}) EXCEPT ({sql.text})", universe.params + sql.params)
+        return sql
+
+    def universe(self) -> Sql:
+        if self.user_id is None:
+            return Sql(UNIVERSE)
+        return Sql("SELECT user_id FROM profiles WHERE user_id = ?", [self.user_id])
+
+    def visit(self, node: Node) -> Sql:
+        return getattr(self, f"visit_{type(node).__name__}")(node)  # type: ignore[no-any-return]
+
+    # -- boolean structure ------------------------------------------------------------------
+    def visit_And(self, node: And) -> Sql:
+        parts = [self.visit(c) for c in node.children]
+        pos = [p for p in parts if not p.negated]
+        neg = [p for p in parts if p.negated]
+        if not pos:
+            out = _join("UNION", neg)
+            out.negated = True
+            return out
+        out = _join("INTERSECT", pos)
+        if neg:
+            rest = _join("UNION", neg)
+            out = Sql(f"({out.text}) EXCEPT ({rest.text})", out.params + rest.params)
+        return out
+
+    def visit_Or(self, node: Or) -> Sql:
+        parts = [self.visit(c) for c in node.children]
+        pos = [p for p in parts if not p.negated]
+        neg = [p for p in parts if p.negated]
+        if not neg:
+            return _join("UNION", pos)
+        # a ∪ ¬b ∪ ¬c = ¬((b ∩ c) \ a)
+        out = _join("INTERSECT", neg)
+        if pos:
+            rest = _join("UNION", pos)
+            out = Sql(f"({out.text}) EXCEPT ({rest.text})", out.params + rest.params)
+        out.negated = True
+        return out
+
+    def visit_Not(self, node: Not) -> Sql:
+        inner = self.visit(node.child)
+        inner.negated = not inner.negated
+        return inner
+
+    # -- event conditions ------------------------------------------------------------------
+    def _events(self, spec: EventSpec, window: Window, *, select: str = "e.user_id",
+                since_only: bool = False) -> Sql:
+        """``SELECT <select> FROM events e WHERE event = ? AND <window> AND <filters>``."""
+        where = ["e.event = ?"]
+        params: list[Any] = [spec.event]
+        source = "events e"
+        if window.kind == "last":
+            where.append("e.ts >= ?")
+            params.append(to_ts(self.now - window.seconds))
+        elif window.kind == "between":
+            where.append("e.ts >= ?")
+            params.append(to_ts(window.start or 0))
+            if not since_only:
+                where.append("e.ts < ?")
+                params.append(to_ts(window.end or 0))
+        elif window.kind == "first_days" and not since_only:
+            source = "events e JOIN profiles p ON p.user_id = e.user_id"
+            where.append("e.ts < p.first_seen + to_seconds(?::DOUBLE)")
+            params.append(window.seconds)
+        if self.user_id is not None:
+            where.append("e.user_id = ?")
+            params.append(self.user_id)
+        for f in spec.where:
+            text, fparams = self.filter("event", f, "e")
+            where.append(text)
+            params += fparams
+        return Sql(f"SELECT {select} FROM {source} WHERE {' AND '.join(where)}", params)
+
+    def visit_Did(self, node: Did) -> Sql:
+        base = self._events(node.spec, node.window)
+        op, n = node.op, node.count
+        if (op == ">=" and n <= 1) or (op == ">" and n == 0) or (op == "!=" and n == 0):
+            return Sql(f"SELECT DISTINCT user_id FROM ({base.text})", base.params)
+        if (op == "<" and n == 0):
+            return Sql(NOBODY)
+        if op == "=" and n == 0 or op == "<" and n == 1 or op == "<=" and n == 0:
+            return Sql(f"SELECT DISTINCT user_id FROM ({base.text})", base.params, negated=True)
+        # Complements for "at most" so that people who never did it are members.
+        negated = op in ("<=", "<", "!=")
+        having_op = {"<=": ">", "<": ">=", "!=": "="}.get(op, _CMP[op])
+        return Sql(f"SELECT user_id FROM ({base.text}) GROUP BY user_id "
+                   f"HAVING count(*) {having_op} ?", base.params + [n], negated)
+
+    def visit_DidNot(self, node: DidNot) -> Sql:
+        base = self._events(node.spec, node.window)
+        return Sql(f"SELECT DISTINCT user_id FROM ({base.text})", base.params, negated=True)
+
+    def visit_Aggregate(self, node: Aggregate) -> Sql:
+        col = self.column("event", node.property)
+        if col is None:
+            return Sql(NOBODY)
+        if node.fn != "count_distinct" and col.type != "number":
+            raise DefinitionError(self.path, f"{node.fn} needs a number property; "
+                                             f"{node.property!r} is {col.type}")
+        base = self._events(node.spec, node.window, select=f"e.user_id, e.{col.column} AS v")
+        agg = "count(DISTINCT v)" if node.fn == "count_distinct" else f"{node.fn}(v)"
+        holds_for_zero = node.fn in ("sum", "count_distinct") and _compare(0, node.op, node.value)
+        inner = f"SELECT user_id FROM ({base.text}) WHERE v IS NOT NULL GROUP BY user_id"
+        if holds_for_zero:
+            # People without events count as 0 and are members: take the complement of
+            # those whose total fails the comparison.
+            return Sql(f"SELECT user_id FROM ({base.text}) GROUP BY user_id "
+                       f"HAVING NOT (coalesce({agg}, 0) {_CMP[node.op]} ?)",
+                       base.params + [node.value], negated=True)
+        return Sql(f"{inner} HAVING {agg} {_CMP[node.op]} ?", base.params + [node.value])
+
+    def visit_FirstTime(self, node: FirstTime) -> Sql:
+        base = self._events(node.spec, Window(), select="e.user_id, e.ts")
+        w = node.window
+        if w.kind == "first_days":
+            return Sql(f"SELECT b.user_id FROM ({base.text}) b JOIN profiles p USING (user_id) "
+                       "GROUP BY b.user_id, p.first_seen "
+                       "HAVING min(b.ts) < p.first_seen + to_seconds(?::DOUBLE)",
+                       base.params + [w.seconds])
+        lo, hi = self._bounds(w)
+        having = ["min(ts) >= ?"]
+        params = base.params + [to_ts(lo)]
+        if hi is not None:
+            having.append("min(ts) < ?")
+            params.append(to_ts(hi))
+        return Sql(f"SELECT user_id FROM ({base.text}) GROUP BY user_id "
+                   f"HAVING {' AND '.join(having)}", params)
+
+    def _bounds(self, w: Window) -> tuple[float, float | None]:
+        if w.kind == "last":
+            return self.now - w.seconds, None
+        if w.kind == "between":
+            return w.start or 0.0, w.end
+        return 0.0, None
+
+    def visit_LastDid(self, node: LastDid) -> Sql:
+        cutoff = to_ts(self.now - node.seconds)
+        if not node.more_than:
+            base = self._events(node.spec, Window("last", node.seconds))
+            return Sql(f"SELECT DISTINCT user_id FROM ({base.text})", base.params)
+        base = self._events(node.spec, Window(), select="e.user_id, e.ts")
+        return Sql(f"SELECT user_id FROM ({base.text}) GROUP BY user_id HAVING max(ts) < ?",
+                   base.params + [cutoff])
+
+    def visit_Sequence(self, node: Sequence) -> Sql:
+        a = self._events(node.first, node.window, select="e.user_id, e.ts, e.seq")
+        b = self._events(node.then, node.window, select="e.user_id, e.ts, e.seq",
+                         since_only=True)
+        after = "(b.ts > a.ts OR (b.ts = a.ts AND b.seq > a.seq))"
+        params: list[Any] = []
+        if node.within is not None:
+            after += " AND b.ts <= a.ts + to_seconds(?::DOUBLE)"
+            params.append(node.within)
+        if node.then_happened:
+            return Sql(f"SELECT DISTINCT a.user_id FROM ({a.text}) a JOIN ({b.text}) b "
+                       f"ON a.user_id = b.user_id AND {after}", a.params + b.params + params)
+        # Abandonment: the last `first` was not followed by `then` (within the time).
+        last = (f"SELECT user_id, ts, seq FROM ({a.text}) "
+                "QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, seq DESC) = 1")
+        return Sql(f"SELECT a.user_id FROM ({last}) a WHERE NOT EXISTS (SELECT 1 FROM ({b.text}) b "
+                   f"WHERE b.user_id = a.user_id AND {after})", a.params + b.params + params)
+
+    # -- profile conditions --------------------------------------------------------------
+    def visit_ProfileIs(self, node: ProfileIs) -> Sql:
+        text, params = self.filter("profile", node.filter, "p")
+        where = [text]
+        if self.user_id is not None:
+            where.append("p.user_id = ?")
+            params.append(self.user_id)
+        return Sql(f"SELECT p.user_id FROM profiles p WHERE {' AND '.join(where)}", params)
+
+    def visit_Reachable(self, node: Reachable) -> Sql:
+        where: list[str] = []
+        params: list[Any] = []
+        if node.channel == "email":
+            where.append("p.email IS NOT NULL")
+        elif node.channel in ("sms", "whatsapp"):
+            where.append("p.phone IS NOT NULL")
+        else:
+            kinds = ["fcm", "apns"] if node.channel == "push" else ["webpush"]
+            where.append("p.user_id IN (SELECT user_id FROM identities WHERE kind IN (?, ?))")
+            params += [kinds[0], kinds[-1]]
+        sub = self.catalog.get("profile", SUBSCRIPTION[node.channel])
+        if sub is not None and sub.type == "boolean":
+            where.append(f"p.{sub.column} IS NOT false")
+        if self.user_id is not None:
+            where.append("p.user_id = ?")
+            params.append(self.user_id)
+        return Sql(f"SELECT p.user_id FROM profiles p WHERE {' AND '.join(where)}", params)
+
+    def visit_InSegment(self, node: InSegment) -> Sql:
+        if self.segment_table is None:
+            raise DefinitionError(self.path, "segment references need saved segments")
+        table = self.segment_table(node.segment_id)
+        return Sql(f"SELECT user_id FROM {table}", [], negated=not node.member)
+
+    # -- property filters ------------------------------------------------------------------
+    def column(self, scope: str, name: str) -> Column | None:
+        col = SYSTEM_PROFILE.get(name) if scope == "profile" else None
+        col = col or self.catalog.get(scope, name)
+        if col is None and self.strict:
+            raise DefinitionError(self.path, f"{scope} property {name!r} is not in the catalog")
+        return col
+
+    def filter(self, scope: str, f: Filter, alias: str) -> tuple[str, list[Any]]:
+        """A boolean SQL expression for one property filter, and its parameters.
+
+        Absent values: ``neq``, ``not_in``, ``not_contains`` and ``not_exists`` match people
+        without the property; every other operator does not.
+        """
+        col = self.column(scope, f.property)
+        if col is None:  # a property nobody has: only negative operators hold
+            return ("true" if f.op in _NEGATIVE_OPS else "false"), []
+        ref = f"{alias}.{col.column}"
+        method = getattr(self, f"_filter_{col.type}")
+        text, params = method(ref, f, col)
+        if f.op in _NEGATIVE_OPS and f.op != "not_exists":
+            text = f"({ref} IS NULL OR {text})"
+        return text, params
+
+    def _mismatch(self, f: Filter, col: Column) -> DefinitionError:
+        return DefinitionError(self.path, f"operator {f.op!r} with value {f.value!r} does not "
+                                          f"apply to {col.type} property {f.property!r}")
+
+    def _exists(self, ref: str, f: Filter) -> tuple[str, list[Any]] | None:
+        if f.op == "exists":
+            return f"{ref} IS NOT NULL", []
+        if f.op == "not_exists":
+            return f"{ref} IS NULL", []
+        return None
+
+    def _filter_string(self, ref: str, f: Filter, col: Column) -> tuple[str, list[Any]]:
+        if (hit := self._exists(ref, f)) is not None:
+            return hit
+        values = f.value if f.op in ("in", "not_in") else (f.value,)
+        if not all(isinstance(v, str) for v in values):
+            raise self._mismatch(f, col)
+        if f.op == "eq":
+            return f"{ref} = ?", [f.value]
+        if f.op == "neq":
+            return f"{ref} <> ?", [f.value]
+        if f.op in ("in", "not_in"):
+            word = "IN" if f.op == "in" else "NOT IN"
+            return f"{ref} {word} (SELECT unnest(?::VARCHAR[]))", [list(values)]
+        if f.op == "contains":
+            return f"contains({ref}, ?)", [f.value]
+        if f.op == "not_contains":
+            return f"NOT contains({ref}, ?)", [f.value]
+        if f.op == "starts_with":
+            return f"starts_with({ref}, ?)", [f.value]
+        raise self._mismatch(f, col)
+
+    def _filter_number(self, ref: str, f: Filter, col: Column) -> tuple[str, list[Any]]:
+        if (hit := self._exists(ref, f)) is not None:
+            return hit
+        values = (f.value if f.op in ("in", "not_in", "between") else (f.value,))
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            raise self._mismatch(f, col)
+        if f.op in ("eq", "neq"):
+            return f"{ref} {'=' if f.op == 'eq' else '<>'} ?", [float(f.value)]
+        if f.op in ("in", "not_in"):
+            word = "IN" if f.op == "in" else "NOT IN"
+            return f"{ref} {word} (SELECT unnest(?::DOUBLE[]))", [[float(v) for v in values]]
+        if f.op in _ORDER:
+            return f"{ref} {_ORDER[f.op]} ?", [float(f.value)]
+        if f.op == "between":
+            return f"{ref} BETWEEN ? AND ?", [float(values[0]), float(values[1])]
+        raise self._mismatch(f, col)
+
+    def _filter_boolean(self, ref: str, f: Filter, col: Column) -> tuple[str, list[Any]]:
+        if (hit := self._exists(ref, f)) is not None:
+            return hit
+        if f.op not in ("eq", "neq") or not isinstance(f.value, bool):
+            raise self._mismatch(f, col)
+        return f"{ref} {'=' if f.op == 'eq' else '<>'} ?", [f.value]
+
+    def _filter_date(self, ref: str, f: Filter, col: Column) -> tuple[str, list[Any]]:
+        if (hit := self._exists(ref, f)) is not None:
+            return hit
+        day = 86400.0
+        if f.op in _ORDER:
+            return f"{ref} {_ORDER[f.op]} ?", [to_ts(self._date_value(f, col))]
+        if f.op == "between":
+            lo, hi = (self._date_value(Filter(f.property, f.op, v), col) for v in f.value)
+            return f"{ref} BETWEEN ? AND ?", [to_ts(lo), to_ts(hi)]
+        if f.op == "before_days_ago":
+            return f"{ref} < ?", [to_ts(self.now - f.value * day)]
+        if f.op == "after_days_ago":
+            return f"{ref} >= ?", [to_ts(self.now - f.value * day)]
+        if f.op == "within_next_days":
+            return f"({ref} >= ? AND {ref} < ?)", [to_ts(self.now),
+                                                   to_ts(self.now + f.value * day)]
+        if f.op == "anniversary_within_days":
+            return (f"(month({ref}) * 100 + day({ref})) IN (SELECT unnest(?::INTEGER[]))",
+                    [self._month_days(int(f.value))])
+        raise self._mismatch(f, col)
+
+    def _date_value(self, f: Filter, col: Column) -> float:
+        if isinstance(f.value, bool) or not isinstance(f.value, str | int | float):
+            raise self._mismatch(f, col)
+        return to_epoch(f.value)
+
+    def _month_days(self, days: int) -> list[int]:
+        """month*100+day codes of today and the next ``days`` days, in the account's zone."""
+        today = dt.datetime.fromtimestamp(self.now, self.tz).date()
+        return sorted({(d.month * 100 + d.day) for d in
+                       (today + dt.timedelta(days=i) for i in range(min(days, 366) + 1))})
+
+    def _filter_list(self, ref: str, f: Filter, col: Column) -> tuple[str, list[Any]]:
+        if (hit := self._exists(ref, f)) is not None:
+            return hit
+        values = f.value if f.op in ("in", "not_in") else (f.value,)
+        if not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in values):
+            raise self._mismatch(f, col)
+        items = [_as_item(v) for v in values]
+        if f.op in ("eq", "contains", "in"):  # any element equals (one of) the value(s)
+            return f"list_has_any({ref}, ?::VARCHAR[])", [items]
+        if f.op in ("neq", "not_contains", "not_in"):
+            return f"NOT list_has_any({ref}, ?::VARCHAR[])", [items]
+        raise self._mismatch(f, col)
+
+
+def _as_item(v: Any) -> str:
+    """Multi-value items are stored as strings; 5 and 5.0 both match "5"."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _compare(a: float, op: str, b: float) -> bool:
+    return {">=": a >= b, ">": a > b, "<=": a <= b, "<": a < b, "=": a == b, "!=": a != b}[op]

@@ -1,0 +1,112 @@
+"""Evaluating a segment on an account store: count, members, one user's membership, export.
+
+Saved segments a definition refers to are evaluated first, on the same cursor, into a
+registered Arrow table of user ids; the outer query joins that table instead of inlining the
+other definition (which would make the outer query slower and the SQL grow with nesting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from nudge.clock import clock
+from nudge.store.account import AccountStore
+
+from .compiler import Compiler, Sql
+from .model import DefinitionError, Node
+
+SavedLoader = Callable[[int], Node]
+
+
+class SegmentEngine:
+    """Runs definitions against one account's store."""
+
+    def __init__(self, store: AccountStore, timezone: str = "UTC",
+                 load_saved: SavedLoader | None = None) -> None:
+        self.store = store
+        self.timezone = timezone
+        self.load_saved = load_saved
+
+    def _run(self, node: Node, fn: Callable[[duckdb.DuckDBPyConnection, Sql], Any], *,
+             user_id: int | None = None, strict: bool = False, now: float | None = None) -> Any:
+        now = clock.now() if now is None else now
+        with self.store.cursor() as cur:
+            stack: list[int] = []
+
+            def table(segment_id: int) -> str:
+                if segment_id in stack:
+                    raise DefinitionError("$", f"segments refer to each other in a cycle: "
+                                               f"{' → '.join(map(str, [*stack, segment_id]))}")
+                if self.load_saved is None:
+                    raise DefinitionError("$", "segment references need saved segments")
+                ref = self.load_saved(segment_id)
+                stack.append(segment_id)
+                try:
+                    sql = self.compiler(now, user_id, strict, table).members(ref)
+                finally:
+                    stack.pop()
+                name = f"_segment_{int(segment_id)}"
+                cur.register(name, cur.execute(sql.text, sql.params).arrow())
+                return name
+
+            sql = self.compiler(now, user_id, strict, table).members(node)
+            return fn(cur, sql)
+
+    def compiler(self, now: float, user_id: int | None = None, strict: bool = False,
+                 table: Callable[[int], str] | None = None) -> Compiler:
+        return Compiler(self.store.catalog, now, self.timezone, strict=strict,
+                        user_id=user_id, segment_table=table)
+
+    def sql(self, node: Node, *, strict: bool = False, now: float | None = None) -> Sql:
+        """The members query (referenced segments appear as ``_segment_<id>`` tables)."""
+        return self.compiler(clock.now() if now is None else now, None, strict,
+                             lambda i: f"_segment_{int(i)}").members(node)
+
+    def count(self, node: Node, *, strict: bool = False, now: float | None = None) -> int:
+        def run(cur: duckdb.DuckDBPyConnection, sql: Sql) -> int:
+            return int(cur.execute(f"SELECT count(*) FROM ({sql.text})", sql.params).fetchone()[0])
+        return self._run(node, run, strict=strict, now=now)  # type: ignore[no-any-return]
+
+    def user_ids(self, node: Node, *, now: float | None = None) -> set[int]:
+        def run(cur: duckdb.DuckDBPyConnection, sql: Sql) -> set[int]:
+            return {r[0] for r in cur.execute(sql.text, sql.params).fetchall()}
+        return self._run(node, run, now=now)  # type: ignore[no-any-return]
+
+    def contains(self, node: Node, user_id: int, *, now: float | None = None) -> bool:
+        """Whether one person is a member: every scan is restricted to that user."""
+        def run(cur: duckdb.DuckDBPyConnection, sql: Sql) -> bool:
+            return cur.execute(f"SELECT count(*) FROM ({sql.text})", sql.params).fetchone()[0] > 0
+        return self._run(node, run, user_id=user_id, now=now)  # type: ignore[no-any-return]
+
+    def members(self, node: Node, *, after: int = 0, limit: int = 100,
+                now: float | None = None) -> list[dict[str, Any]]:
+        """Members ordered by internal id, keyset-paged (``after`` = last id seen)."""
+        def run(cur: duckdb.DuckDBPyConnection, sql: Sql) -> list[dict[str, Any]]:
+            rows = cur.execute(
+                f"SELECT m.user_id, p.identity, p.email, p.phone FROM ({sql.text}) m "
+                "JOIN profiles p ON p.user_id = m.user_id WHERE m.user_id > ? "
+                "ORDER BY m.user_id LIMIT ?", sql.params + [after, limit]).fetchall()
+            return [{"id": r[0], "identity": r[1], "email": r[2], "phone": r[3]} for r in rows]
+        return self._run(node, run, now=now)  # type: ignore[no-any-return]
+
+    def export(self, node: Node, out: Path, fmt: str, *, now: float | None = None) -> int:
+        def run(cur: duckdb.DuckDBPyConnection, sql: Sql) -> int:
+            table = cur.execute(
+                f"SELECT m.user_id AS id, p.identity, p.email, p.phone FROM ({sql.text}) m "
+                "JOIN profiles p ON p.user_id = m.user_id ORDER BY m.user_id",
+                sql.params).arrow()
+            if isinstance(table, pa.RecordBatchReader):
+                table = table.read_all()
+            if fmt == "parquet":
+                pq.write_table(table, out)
+            else:
+                pacsv.write_csv(table, out)
+            return int(table.num_rows)
+        return self._run(node, run, now=now)  # type: ignore[no-any-return]
