@@ -32,6 +32,10 @@ _filter = {
         "op": {"enum": list(FILTER_OPS)},
         "value": {"oneOf": [_scalar, {"type": "array", "items": _scalar, "minItems": 1}]},
     },
+    # exists / not_exists take no value; every other operator needs one.
+    "if": {"properties": {"op": {"enum": ["exists", "not_exists"]}}},
+    "then": {"not": {"required": ["value"]}},
+    "else": {"required": ["value"]},
 }
 _where = {"type": "array", "items": {"$ref": "#/$defs/filter"}}
 _event = {"type": "string", "minLength": 1, "maxLength": 512}
