@@ -1,8 +1,8 @@
 """A scripted stand-in for the ``/1/upload`` *protocol* (not for Nudge).
 
-Used only to drive the SDK through situations a healthy server does not produce on
-demand: 503s, 429s with Retry-After, 413s, unreadable replies. Whether records are really
-stored is tested against the real server (see test_sdk_server.py).
+Used only by test_sdk_protocol.py, to drive the SDK through situations a healthy server
+does not produce on demand: 503s, 429s with Retry-After, 413s, unreadable replies. Whether
+records are really stored is tested against the real server (see test_sdk_server.py).
 """
 
 from __future__ import annotations

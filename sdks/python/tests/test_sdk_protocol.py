@@ -9,8 +9,11 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import nudge_sdk
@@ -19,6 +22,22 @@ from nudge_sdk.transport import RetryPolicy
 from sdk_stub import Errors, Reply, Request, StubUpload
 
 FAST_RETRY: dict[str, Any] = {"retry_base_delay": 0.01, "retry_max_delay": 0.05}
+
+
+# Fixtures live in the test modules: a conftest.py here would shadow the repository's
+# root conftest, which the server tests import by name.
+@pytest.fixture
+def stub() -> Iterator[StubUpload]:
+    server = StubUpload()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def errors() -> Errors:
+    return Errors()
 
 
 def client(stub: StubUpload, errors: Errors, **kw: Any) -> nudge_sdk.Client:
@@ -225,3 +244,11 @@ def test_many_threads_each_record_once(stub: StubUpload, errors: Errors) -> None
     assert len(delivered) == len(sent) == 4000 and set(delivered) == set(sent)
     assert all(len(r.records) <= 100 for r in stub.requests)
     assert not errors
+
+
+def test_records_are_flushed_at_interpreter_exit(stub: StubUpload) -> None:
+    script = (f"import nudge_sdk\n"
+              f"c = nudge_sdk.Client('a', 'p', host={stub.url!r}, flush_interval=60)\n"
+              f"c.track('u1', 'Exited')\n")  # no close(): the atexit hook must send it
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    assert [r["evtName"] for r in stub.delivered()] == ["Exited"]
