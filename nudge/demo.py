@@ -16,7 +16,7 @@ to the ingest layer directly::
 
 How the data is made
 --------------------
-Users are drawn up front as compact numpy columns (O(users) memory, ~100 bytes per user):
+Users are drawn up front as numpy columns (O(users) memory, ~250 bytes per user):
 segment (loyal / regular / one-time buyer / browser / churner), city (30 cities in 12
 countries, each with its IANA timezone), platform, consent flags, a heavy-tailed (Pareto)
 activity weight, a signup time (40% before the window, the rest spread over it so that
@@ -31,22 +31,25 @@ into a launch, product views, searches, add-to-carts, checkout, charge and the o
 rating, with leaky funnels; push/email campaigns add Notification Viewed/Clicked (clicks open
 a session). A feedback controller on the session rate keeps the total event count close to
 ``events``. Each slot's records are sorted by ``ts`` and turned into dicts lazily, chunk by
-chunk, so memory is bounded by one day of columnar events plus one chunk of dicts.
+chunk, so memory is bounded by one day of columnar events (~100 bytes per event) plus one
+chunk of dicts: about 0.5 GB peak for 1M users / 100M events, whatever the run's length.
 
 Stream order guarantees: profiles of users who signed up before the window come first (ts =
 window start); every other profile comes at its signup time, before any event of that user
 (ties broken profile < token < event); anonymous-first users get an objectId-only profile
 before their first anonymous event and a profile carrying both ``objectId`` and ``identity``
 (the identity merge) before their first identified event. Events are in ascending ``ts``
-within a day; across midnight boundaries a few late-session events may trail by minutes.
+order throughout (events that spill past a slot's end are carried into the next slot).
 
 Everything is a pure function of (users, events, seed, now, days); ``chunk_size`` only changes
-how records are grouped. Emails use example.com/.net/.org only and push tokens are fake, so
-nothing can reach a real person.
+how records are grouped. (Local times use the tz database when the machine has one, with
+daylight saving; without tzdata, fixed standard offsets.) Emails use example.com/.net/.org
+only and push tokens are fake, so nothing can reach a real person.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import time
@@ -261,13 +264,13 @@ EVENT_NAMES = (
 # segments: loyal, regular, one-time buyer, browser (never buys), churner
 SEG_P = np.array([0.07, 0.30, 0.15, 0.28, 0.20])
 SEG_BASE = np.array([1.0, 0.45, 0.22, 0.30, 0.45])      # relative sessions per active day
-SEG_FLOOR = np.array([0.85, 0.45, 0.12, 0.20, 0.55])    # long-run retention level
+SEG_FLOOR = np.array([0.80, 0.35, 0.10, 0.15, 0.50])    # long-run retention level
 SEG_TAU = np.array([40.0, 14.0, 7.0, 10.0, 12.0])       # retention decay, days
 SEG_VIEWS = np.array([5.0, 4.0, 3.5, 4.5, 3.5])         # mean product views per session (>0)
 SEG_SEARCH = np.array([0.6, 0.5, 0.4, 0.7, 0.4])        # mean searches per session
 SEG_PCART = np.array([0.32, 0.26, 0.22, 0.12, 0.22])    # view -> add to cart
 SEG_PCK = np.array([0.62, 0.50, 0.42, 0.25, 0.45])      # session with cart -> checkout
-SEG_PCH = np.array([0.80, 0.68, 0.0, 0.0, 0.62])        # checkout -> charged
+SEG_PCH = np.array([0.74, 0.62, 0.0, 0.0, 0.55])        # checkout -> charged
 SEG_QTY = np.array([0.5, 0.25, 0.15, 0.15, 0.2])        # extra quantity (Poisson mean)
 SEG_ENG = np.array([1.3, 1.0, 0.8, 0.85, 0.7])          # campaign engagement multiplier
 SEG_CTYPE_P = np.array([  # Customer Type distribution per segment (VIP, Regular, New, Prospect)
@@ -333,10 +336,33 @@ def _ascii(s: str) -> str:
 # name pools indexed by country
 _POOL_KEYS = tuple(NAME_POOLS)
 _COUNTRY_POOL = np.array([_POOL_KEYS.index(c[1]) for c in COUNTRIES])
-_POOLS = [NAME_POOLS[k] for k in _POOL_KEYS]
-_POOLS_ASCII = [tuple(tuple(_ascii(n) for n in names) for names in pool) for pool in _POOLS]
-_NEUTRAL_ASCII = tuple(_ascii(n) for n in NEUTRAL_NAMES)
 
+
+def _name_table() -> tuple[list[str], list[str], np.ndarray, np.ndarray, list[str], list[str],
+                           np.ndarray, np.ndarray]:
+    """Flat first/last name lists (plus ASCII forms for emails) with offsets per pool/gender."""
+    first: list[str] = []
+    last: list[str] = []
+    f_off = np.zeros((len(_POOL_KEYS), 3), np.int64)
+    f_len = np.zeros((len(_POOL_KEYS), 3), np.int64)
+    l_off = np.zeros(len(_POOL_KEYS), np.int64)
+    l_len = np.zeros(len(_POOL_KEYS), np.int64)
+    for p, key in enumerate(_POOL_KEYS):
+        male, female, lasts = NAME_POOLS[key]
+        for g, names in enumerate((male, female, NEUTRAL_NAMES)):
+            f_off[p, g], f_len[p, g] = len(first), len(names)
+            first.extend(names)
+        l_off[p], l_len[p] = len(last), len(lasts)
+        last.extend(lasts)
+    return (first, [_ascii(n) for n in first], f_off, f_len,
+            last, [_ascii(n) for n in last], l_off, l_len)
+
+
+(_FIRST, _FIRST_A, _FIRST_OFF, _FIRST_LEN,
+ _LAST, _LAST_A, _LAST_OFF, _LAST_LEN) = _name_table()
+
+_CITY_NAMES = [c[0] for c in CITIES]
+_COUNTRY_NAMES = [c[0] for c in COUNTRIES]
 _CITY_COUNTRY = np.array([_COUNTRY_IDX[c[1]] for c in CITIES])
 _TZ_NAMES = tuple(dict.fromkeys(c[2] for c in CITIES))
 _CITY_TZ = np.array([_TZ_NAMES.index(c[2]) for c in CITIES])
@@ -375,6 +401,9 @@ def _catalog() -> tuple[list[str], list[str], list[float], list[str], np.ndarray
 
 
 _PID, _PCAT, _PPRICE, _PBRAND, _PRICE, _PERM = _catalog()
+# Product Viewed properties per product; copied per event (dict.copy beats a dict display)
+_VIEW_DATA = [{"Product ID": i, "Category": c, "Price": p, "Brand": b}
+              for i, c, p, b in zip(_PID, _PCAT, _PPRICE, _PBRAND, strict=True)]
 
 
 def _tz_offsets(mids: np.ndarray) -> np.ndarray:
@@ -402,7 +431,7 @@ def _expected_extra_records(users: int) -> float:
     """Anonymous profiles + push tokens per run, in expectation (for the progress bar)."""
     in_window = (1 - PRE_SHARE) * users
     city_p = np.diff(_CITY_CDF, prepend=0.0)
-    ios = float(np.dot(city_p, _IOS_SHARE[_CITY_COUNTRY]))
+    ios = float((city_p * _IOS_SHARE[_CITY_COUNTRY]).sum())
     push = 0.85 * ((1 - ios) * 0.85 + ios * 0.55)  # app users x push opt-in
     return round(in_window * ANON_SHARE) + users * push
 
@@ -430,10 +459,14 @@ def generate(users: int = 50_000, events: int = 2_000_000, *, seed: int = 7,
         raise ValueError("days must be >= 1")
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    if users == 0:
-        return
-    gen = _Demo(users, events, seed, time.time() if now is None else now, days, chunk_size)
-    yield from gen.run()
+    now = time.time() if now is None else now
+    return _stream(users, events, seed, now, days, chunk_size)
+
+
+def _stream(users: int, events: int, seed: int, now: float, days: int,
+            chunk_size: int) -> Iterator[list[dict]]:
+    if users > 0:
+        yield from _Demo(users, events, seed, now, days, chunk_size).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -475,6 +508,7 @@ class _Demo:
         self.next_sid = 1
         self.buf: list[dict] = []
         self.produced = 0
+        self.carry: dict[str, np.ndarray] | None = None
         mids = self.start + np.arange(days) * DAY + DAY // 2
         self.off = _tz_offsets(mids)  # (days, n_tz)
         self._acc_mean()
@@ -539,14 +573,18 @@ class _Demo:
         ctcdf = np.cumsum(SEG_CTYPE_P, axis=1)[self.seg]
         self.ctype = np.minimum((ct[:, None] >= ctcdf).sum(axis=1), 3).astype(np.int8)
         # power-law activity (Pareto, alpha 1.8, capped) times segment level
-        w = np.minimum((1.0 - rng.random(n)) ** (-1 / 1.8), 60.0)
+        w = np.minimum((1.0 - rng.random(n)) ** (-1 / 1.8), 40.0)
         self.base = SEG_BASE[self.seg] * w / 2.25
+        self.floor_u = SEG_FLOOR[self.seg]
+        self.one_m_floor_u = 1 - self.floor_u
+        self.neg_inv_tau = -1.0 / (SEG_TAU[self.seg] * DAY)
         pc = rng.random(n)
         self.pref = np.minimum((pc[:, None] >= _SEG_CAT_CDF[self.seg]).sum(axis=1),
                                len(CATEGORIES) - 1).astype(np.int8)
         # anonymous-first users: an exact share of in-window signups
         inwin = np.flatnonzero(~(signup < start) & (signup - start > 2 * 3600))
         n_anon = min(len(inwin), round((n - self.n_pre) * ANON_SHARE))
+        self.ident = [f"u{i}" for i in range(1, n + 1)]
         self.is_anon = np.zeros(n, dtype=bool)
         self.is_anon[rng.choice(inwin, n_anon, replace=False)] = True
         gap = 300 + (rng.exponential(1.2, n) * DAY).astype(np.int64)
@@ -558,7 +596,7 @@ class _Demo:
         churn = np.where(
             signup < start,
             start + (rng.random(n) * span).astype(np.int64),
-            self.first_active + ((1 + rng.exponential(16, n)) * DAY).astype(np.int64),
+            signup + ((1 + rng.exponential(16, n)) * DAY).astype(np.int64),  # after login
         )
         big = np.int64(now + 10 * DAY)
         self.end_active = np.where(churner, np.minimum(churn, big), big)
@@ -638,16 +676,16 @@ class _Demo:
         eps_buy = 1 + m + SEG_SEARCH + 1 + p * (m - 1) + 2 + RATE_AFTER + RATE_RANDOM
         return eps, eps_buy
 
-    def _rate(self, d: int, u: np.ndarray) -> np.ndarray:
-        """Session rate (before the global scale k) of users u in slot d, incl. over-sampling."""
-        mid = self.start + d * DAY + DAY // 2
-        seg = self.seg[u]
-        age = np.maximum(mid - self.first_seen[u], 0) / DAY
-        r = SEG_FLOOR[seg] + (1 - SEG_FLOOR[seg]) * np.exp(-age / SEG_TAU[seg])
-        return self.base[u] * r * (self.boost[d] * _CAND)
-
-    def _active(self, s0: int, s1: int) -> np.ndarray:
-        return np.flatnonzero((self.first_active < s1) & (self.end_active > s0))
+    def _rate(self, d: int) -> np.ndarray:
+        """Session rate of every user in slot d (before the global scale k, incl. over-sampling
+        for thinning); 0 for users not active in the slot."""
+        s0 = self.start + d * DAY
+        s1 = s0 + DAY
+        age = np.maximum((s0 + DAY // 2) - self.first_seen, 0) * self.neg_inv_tau
+        r = self.floor_u + self.one_m_floor_u * np.exp(age)
+        r *= self.base
+        r *= (self.first_active < s1) & (self.end_active > s0)
+        return r
 
     def _plan(self) -> None:
         """Expected events per day, to scale the session rate so the total meets the target."""
@@ -657,14 +695,14 @@ class _Demo:
         L = np.zeros(days)
         fixed = np.zeros(days)
         notif = np.zeros(days)
+        eps_u = eps[self.seg]
         for d in range(days):
             s0 = self.start + d * DAY
             s1 = s0 + DAY
-            u = self._active(s0, s1)
-            alive = (np.minimum(s1, self.end_active[u]) - np.maximum(s0, self.first_active[u]))
-            alive = np.clip(alive / DAY, 0, 1)
-            lam = self._rate(d, u) * self.acc_mean[d, self.tz[u]] * alive
-            L[d] = float(np.dot(lam, eps[self.seg[u]]))
+            alive = np.minimum(s1, self.end_active) - np.maximum(s0, self.first_active)
+            alive = np.clip(alive * (1 / DAY), 0, 1)
+            lam = self._rate(d) * alive * self.acc_mean[d][self.tz]
+            L[d] = float((lam * eps_u).sum()) * self.boost[d] * _CAND  # no BLAS: threads thrash
             for c in self.day_campaigns[d]:
                 notif[d] += self._notif_expect(c, s0 + DAY // 2)
 
@@ -673,12 +711,19 @@ class _Demo:
             ok = (d >= 0) & (d < days)
             return np.bincount(d[ok], weights=w[ok], minlength=days)[:days]
 
+        # sessions that always happen: at signup, at an anonymous first visit, the purchase of
+        # a one-time buyer. With very few events per user they are sampled down to at most
+        # half the target, so that the total still matches it.
         inwin = np.arange(self.n_pre, self.n)
-        fixed += per_day(self.signup[inwin], eps[self.seg[inwin]])
+        forced = per_day(self.signup[inwin], eps[self.seg[inwin]])
         an = self.anon_order
-        fixed += per_day(self.first_seen[an], eps[self.seg[an]])
+        forced += per_day(self.first_seen[an], eps[self.seg[an]])
         b = self.buy_order
-        fixed += per_day(self.buy_ts[b], eps_buy[self.seg[b]])
+        forced += per_day(self.buy_ts[b], eps_buy[self.seg[b]])
+        self.f_keep = 1.0
+        if forced.sum() > 0.5 * self.target:
+            self.f_keep = 0.5 * self.target / forced.sum()
+        fixed += self.f_keep * forced
         fixed += per_day(self.un_sorted_ts, np.ones(len(self.un_sorted_ts)))
         total_notif = notif.sum()
         self.q = 1.0
@@ -740,11 +785,17 @@ class _Demo:
                                  np.full(len(new_tok), K_TOKEN)])
         p_row = np.concatenate([anon_new, new, new_tok])
 
-        parts: list[dict[str, np.ndarray]] = []
+        # events of earlier slots that happen in this one (late opens, sessions past midnight)
+        parts: list[dict[str, np.ndarray]] = [self.carry] if self.carry is not None else []
+        self.carry = None
         # campaigns -> notification events and click-through sessions
-        f_users = [new, anon_new]
-        f_ts = [self.signup[new], self.first_seen[anon_new]]
-        f_buy = [np.zeros(len(new), bool), np.zeros(len(anon_new), bool)]
+        sn, sa = new, anon_new
+        if self.f_keep < 1.0:
+            sn = sn[rng.random(len(sn)) < self.f_keep]
+            sa = sa[rng.random(len(sa)) < self.f_keep]
+        f_users = [sn, sa]
+        f_ts = [self.signup[sn], self.first_seen[sa]]
+        f_buy = [np.zeros(len(sn), bool), np.zeros(len(sa), bool)]
         for c in self.day_campaigns[d]:
             part, cu, cts = self._notifications(rng, c, d, s0)
             parts.append(part)
@@ -754,6 +805,8 @@ class _Demo:
         # one-time purchases
         b_lo, b_hi = np.searchsorted(self.buy_sorted_ts, [s0, s1])
         bu = self.buy_order[b_lo:b_hi]
+        if self.f_keep < 1.0:
+            bu = bu[rng.random(len(bu)) < self.f_keep]
         f_users.append(bu)
         f_ts.append(self.buy_ts[bu])
         f_buy.append(np.ones(len(bu), bool))
@@ -767,9 +820,8 @@ class _Demo:
         if self.k0 > 0 and self.L_rem[d] > 0:
             want = (self.target - self.produced - self.fixed_rem[d]) / self.L_rem[d]
             kd = float(np.clip(want, 0.5 * self.k0, 2.0 * self.k0))
-        u = self._active(s0, s1)
-        cnt = rng.poisson(kd * self._rate(d, u))
-        cu = np.repeat(u, cnt)
+        cnt = rng.poisson(self._rate(d) * (kd * self.boost[d] * _CAND))
+        cu = np.repeat(np.arange(self.n), cnt)
         cts = s0 + rng.integers(0, DAY, len(cu))
         loc = cts + self.off[d, self.tz[cu]]
         acc = _ACC[(loc // DAY + 3) % 7, (loc // 3600) % 24]
@@ -784,7 +836,12 @@ class _Demo:
         parts.append(self._sessions(rng, su, st, sb, d in self.sale_days))
 
         E = _concat(parts)
-        keep_e = E["ts"] <= now
+        un = self.un_ts[E["user"]]
+        keep_e = (E["ts"] <= now) & ((un < 0) | (E["ts"] < un) | (E["code"] == C_UNINSTALL))
+        late = E["ts"] >= s1
+        if late.any():  # keep the stream in ts order: emit these with the slot they fall in
+            self.carry = {k: v[late & keep_e] for k, v in E.items()}
+            keep_e &= ~late
         if not keep_e.all():
             E = {k: v[keep_e] for k, v in E.items()}
         ne = len(E["ts"])
@@ -810,8 +867,8 @@ class _Demo:
         cu = u[clicked]
         cdelay = rng.exponential(120 if ch == 0 else 600, len(cu))
         cts = vts[clicked] + 2 + cdelay.astype(np.int64)
-        ok_v = vts <= self.now
-        ok_c = cts <= self.now
+        ok_v = (vts <= self.now) & (vts < self.end_active[u])
+        ok_c = (cts <= self.now) & (cts < self.end_active[cu])
         cu, cts = cu[ok_c], cts[ok_c]
         part = {
             "ts": np.concatenate([vts[ok_v], cts]),
@@ -852,10 +909,12 @@ class _Demo:
         ncart = np.bincount(cs, minlength=S)
         items = np.bincount(cs, weights=qty, minlength=S).astype(np.int64)
         value = np.bincount(cs, weights=qty * _PRICE[cprod], minlength=S)
-        first_prod = np.full(S, -1, np.int64)
+        # the order's Category is that of its biggest line
+        top_prod = np.full(S, -1, np.int64)
         if len(cs):
-            _, fidx = np.unique(cs, return_index=True)
-            first_prod[cs[fidx]] = cprod[fidx]
+            by = np.lexsort((qty * _PRICE[cprod], cs))
+            last = np.append(np.flatnonzero(np.diff(cs[by])), len(cs) - 1)
+            top_prod[cs[by[last]]] = cprod[by[last]]
         # checkout (needs login) and charge
         ck = (ncart > 0) & ~sanon & ((rng.random(S) < SEG_PCK[seg]) | sbuy)
         ch = ck & ((rng.random(S) < SEG_PCH[seg]) | sbuy)
@@ -897,7 +956,7 @@ class _Demo:
                                full(len(cs), C_CART), full(len(cks), C_CHECKOUT),
                                full(nch, C_CHARGED), full(len(rs), C_RATED)]).astype(np.int8)
         prod = np.concatenate([full(S, -1), vprod, full(nsr, -1), cprod, full(len(cks), -1),
-                               first_prod[chs], full(len(rs), -1)]).astype(np.int64)
+                               top_prod[chs], full(len(rs), -1)]).astype(np.int64)
         qtyc = np.concatenate([np.zeros(S + nv + nsr, np.int64), qty,
                                np.zeros(len(cks) + nch + len(rs), np.int64)])
         num = np.concatenate([np.zeros(S + nv, np.int64), results, np.zeros(len(cs), np.int64),
@@ -918,8 +977,10 @@ class _Demo:
         last_pos = np.append(first_pos[1:], n) - 1
         num = num[order]
         num[first_pos] = (offs[last_pos] + 5 + rng.exponential(40.0, S)).astype(np.int64)
-        return {
-            "ts": st[sess] + offs.astype(np.int64), "user": su[sess], "anon": sanon[sess],
+        ts = st[sess] + offs.astype(np.int64)
+        eu = su[sess]
+        return {  # a session that runs into the login switches to the identity there
+            "ts": ts, "user": eu, "anon": sanon[sess] & (ts < self.signup[eu]),
             "code": code, "prod": prod[order], "qty": qtyc[order], "num": num,
             "amt": amt[order], "sess": sid[sess], "opt": opt[order], "opt2": opt2[order],
         }
@@ -934,7 +995,15 @@ class _Demo:
         n, i, cs = len(ts), 0, self.chunk_size
         while i < n:
             take = min(n - i, cs - len(self.buf))
-            recs = self._build(ts[i:i + take], kind[i:i + take], row[i:i + take], E)
+            # The cyclic GC would rescan the young dicts many times while a chunk is built
+            # (~35% of the run time); nothing built here is cyclic, so pause it meanwhile.
+            gc_on = gc.isenabled()
+            gc.disable()
+            try:
+                recs = self._build(ts[i:i + take], kind[i:i + take], row[i:i + take], E)
+            finally:
+                if gc_on:
+                    gc.enable()
             if self.buf:
                 self.buf.extend(recs)
             else:
@@ -964,16 +1033,13 @@ class _Demo:
         inv = np.argsort(np.concatenate(poss), kind="stable").tolist()
         return list(itemgetter(*inv)(recs)) if n > 1 else recs
 
-    def _person(self, u: int) -> tuple[str, str, str]:
-        """Name, email local part pieces for user index u: (full name, first ascii, last ascii)."""
-        pool = int(_COUNTRY_POOL[self.country[u]])
-        g = int(self.gender[u])
-        firsts = _POOLS[pool][g] if g < 2 else NEUTRAL_NAMES
-        firsts_a = _POOLS_ASCII[pool][g] if g < 2 else _NEUTRAL_ASCII
-        lasts, lasts_a = _POOLS[pool][2], _POOLS_ASCII[pool][2]
-        fi = int(self.fname[u]) % len(firsts)
-        li = int(self.lname[u]) % len(lasts)
-        return f"{firsts[fi]} {lasts[li]}", firsts_a[fi], lasts_a[li]
+    def _names(self, rows: np.ndarray) -> tuple[list[int], list[int]]:
+        """Indices into _FIRST/_FIRST_A and _LAST/_LAST_A for users ``rows``."""
+        pool = _COUNTRY_POOL[self.country[rows]]
+        g = self.gender[rows]
+        fi = _FIRST_OFF[pool, g] + self.fname[rows] % _FIRST_LEN[pool, g]
+        li = _LAST_OFF[pool] + self.lname[rows] % _LAST_LEN[pool]
+        return fi.tolist(), li.tolist()
 
     def _b_profile(self, rows, ts, msg, E) -> list[dict]:
         out = []
@@ -981,14 +1047,17 @@ class _Demo:
             self.city, self.country, self.gender, self.age, self.signup, self.tz, self.plat,
             self.ver, self.msg_email, self.token, self.msg_sms, self.ctype, self.is_anon,
             self.anon_hex)]
-        for u, t, city, co, g, age, sg, tz, pl, ver, me, mp, ms, ct, an, ah in zip(
-                rows.tolist(), ts.tolist(), *cols, strict=True):
-            name, fa, la = self._person(u)
+        fis, lis = self._names(rows)
+        ident = self.ident
+        for u, t, fi, li, city, co, g, age, sg, tz, pl, ver, me, mp, ms, ct, an, ah in zip(
+                rows.tolist(), ts.tolist(), fis, lis, *cols, strict=True):
+            fa, la, n = _FIRST_A[fi], _LAST_A[li], u + 1
             pattern = u % 4
-            local = (f"{fa}.{la}{u + 1}" if pattern == 0 else f"{fa}{la}{u + 1}" if pattern == 1
-                     else f"{fa[0]}{la}{u + 1}" if pattern == 2 else f"{fa}_{la}{u + 1}")
+            local = (f"{fa}.{la}{n}" if pattern == 0 else f"{fa}{la}{n}" if pattern == 1
+                     else f"{fa[0]}{la}{n}" if pattern == 2 else f"{fa}_{la}{n}")
             pd = {
-                "Name": name, "City": CITIES[city][0], "Country": COUNTRIES[co][0],
+                "Name": f"{_FIRST[fi]} {_LAST[li]}", "City": _CITY_NAMES[city],
+                "Country": _COUNTRY_NAMES[co],
                 "Gender": "MFO"[g], "Age": age, "Signup Date": f"$D_{sg}",
                 "Timezone": _TZ_NAMES[tz], "Platform": PLATFORMS[pl],
             }
@@ -998,7 +1067,7 @@ class _Demo:
             pd["MSG-push"] = mp
             pd["MSG-sms"] = ms
             pd["Customer Type"] = CUSTOMER_TYPES[ct]
-            rec = {"type": "profile", "identity": f"u{u + 1}", "ts": t,
+            rec = {"type": "profile", "identity": ident[u], "ts": t,
                    "email": f"{local}@{EMAIL_DOMAINS[u % 3]}", "profileData": pd}
             if an:
                 rec["objectId"] = f"anon-{ah:016x}"
@@ -1007,49 +1076,53 @@ class _Demo:
 
     def _b_anon(self, rows, ts, msg, E) -> list[dict]:
         out = []
-        for u, t in zip(rows.tolist(), ts.tolist(), strict=True):
-            pl, city = int(self.plat[u]), int(self.city[u])
-            pd = {"Platform": PLATFORMS[pl], "City": CITIES[city][0],
-                  "Country": COUNTRIES[int(self.country[u])][0],
-                  "Timezone": _TZ_NAMES[int(self.tz[u])]}
+        cols = [a[rows].tolist() for a in (self.plat, self.city, self.country, self.tz,
+                                           self.ver, self.anon_hex)]
+        for t, pl, city, co, tz, ver, ah in zip(ts.tolist(), *cols, strict=True):
+            pd = {"Platform": PLATFORMS[pl], "City": _CITY_NAMES[city],
+                  "Country": _COUNTRY_NAMES[co], "Timezone": _TZ_NAMES[tz]}
             if pl < 2:
-                pd["App Version"] = APP_VERSIONS[int(self.ver[u])]
-            out.append({"type": "profile", "objectId": f"anon-{int(self.anon_hex[u]):016x}",
-                        "ts": t, "profileData": pd})
+                pd["App Version"] = APP_VERSIONS[ver]
+            out.append({"type": "profile", "objectId": f"anon-{ah:016x}", "ts": t,
+                        "profileData": pd})
         return out
 
     def _b_token(self, rows, ts, msg, E) -> list[dict]:
+        """Fake but well-formed device tokens: APNs 64 hex chars, FCM '<id>:APA91b<...>'."""
         out = []
-        for u, t in zip(rows.tolist(), ts.tolist(), strict=True):
-            h = hashlib.blake2b(f"nudge-demo:{self.seed}:{u}".encode(), digest_size=64).hexdigest()
-            if self.plat[u] == 1:
+        salt = f"nudge-demo:{self.seed}:"
+        for u, t, pl in zip(rows.tolist(), ts.tolist(), self.plat[rows].tolist(), strict=True):
+            h = hashlib.blake2b(f"{salt}{u}".encode(), digest_size=64).hexdigest()
+            if pl == 1:
                 tok = {"id": h[:64], "type": "apns"}
             else:
                 tok = {"id": f"{h[:22]}:APA91b{h[22:128]}", "type": "fcm"}
-            out.append({"type": "token", "identity": f"u{u + 1}", "ts": t, "tokenData": tok})
+            out.append({"type": "token", "identity": self.ident[u], "ts": t, "tokenData": tok})
         return out
 
     def _who(self, E, rows) -> tuple:
+        """Per event: the identifier key ("identity" or, before login, "objectId") and value."""
         u = E["user"][rows]
         a = E["anon"][rows]
-        ids = (u + 1).tolist()
+        if len(u) < 2:
+            ids = [self.ident[i] for i in u.tolist()]
+        else:
+            ids = itemgetter(*u.tolist())(self.ident)
         if not a.any():
-            return repeat("identity"), [f"u{i}" for i in ids]
+            return repeat("identity"), ids
         al = a.tolist()
         hx = self.anon_hex[u].tolist()
         keys = ["objectId" if x else "identity" for x in al]
-        vals = [f"anon-{h:016x}" if x else f"u{i}" for x, h, i in zip(al, hx, ids, strict=True)]
+        vals = [f"anon-{h:016x}" if x else i for x, h, i in zip(al, hx, ids, strict=True)]
         return keys, vals
 
     def _b_view(self, rows, ts, msg, E) -> list[dict]:
         K, W = self._who(E, rows)
-        pre, pid, pcat, ppr, pbr = self.msg_prefix, _PID, _PCAT, _PPRICE, _PBRAND
+        pre, vd = self.msg_prefix, _VIEW_DATA
         return [{"type": "event", k: w, "ts": t, "evtName": "Product Viewed",
-                 "evtData": {"Product ID": pid[p], "Category": pcat[p], "Price": ppr[p],
-                             "Brand": pbr[p]},
-                 "msgId": f"{pre}{m}"}
+                 "evtData": vd[p].copy(), "msgId": f"{pre}{m}"}
                 for k, w, t, p, m in zip(K, W, ts.tolist(), E["prod"][rows].tolist(),
-                                         msg.tolist())]
+                                         msg.tolist(), strict=False)]
 
     def _b_cart(self, rows, ts, msg, E) -> list[dict]:
         K, W = self._who(E, rows)
@@ -1060,7 +1133,7 @@ class _Demo:
                  "msgId": f"{pre}{m}"}
                 for k, w, t, p, q, s, m in zip(K, W, ts.tolist(), E["prod"][rows].tolist(),
                                                E["qty"][rows].tolist(), E["sess"][rows].tolist(),
-                                               msg.tolist())]
+                                               msg.tolist(), strict=False)]
 
     def _b_search(self, rows, ts, msg, E) -> list[dict]:
         K, W = self._who(E, rows)
@@ -1068,7 +1141,7 @@ class _Demo:
         return [{"type": "event", k: w, "ts": t, "evtName": "Searched",
                  "evtData": {"Query": _QUERIES[q], "Results": r}, "msgId": f"{pre}{m}"}
                 for k, w, t, q, r, m in zip(K, W, ts.tolist(), E["opt"][rows].tolist(),
-                                            E["num"][rows].tolist(), msg.tolist())]
+                                            E["num"][rows].tolist(), msg.tolist(), strict=False)]
 
     def _b_launch(self, rows, ts, msg, E) -> list[dict]:
         K, W = self._who(E, rows)
@@ -1080,7 +1153,7 @@ class _Demo:
                  "msgId": f"{pre}{m}"}
                 for k, w, t, p, v, sl, m in zip(K, W, ts.tolist(), self.plat[u].tolist(),
                                                 self.ver[u].tolist(), E["num"][rows].tolist(),
-                                                msg.tolist())]
+                                                msg.tolist(), strict=False)]
 
     def _b_session(self, rows, ts, msg, E) -> list[dict]:
         K, W = self._who(E, rows)
@@ -1091,8 +1164,8 @@ class _Demo:
                              "UTM Source": UTM_SOURCES[s], "Session Length": sl},
                  "msgId": f"{pre}{m}"}
                 for k, w, t, b, s, sl, m in zip(K, W, ts.tolist(), self.browser[u].tolist(),
-                                                E["opt"][rows].tolist(),
-                                                E["num"][rows].tolist(), msg.tolist())]
+                                                E["opt"][rows].tolist(), E["num"][rows].tolist(),
+                                                msg.tolist(), strict=False)]
 
     def _b_checkout(self, rows, ts, msg, E) -> list[dict]:
         K, W = self._who(E, rows)
@@ -1102,7 +1175,7 @@ class _Demo:
                  "msgId": f"{pre}{m}"}
                 for k, w, t, s, i, v, m in zip(K, W, ts.tolist(), E["sess"][rows].tolist(),
                                                E["num"][rows].tolist(), E["amt"][rows].tolist(),
-                                               msg.tolist())]
+                                               msg.tolist(), strict=False)]
 
     def _b_charged(self, rows, ts, msg, E) -> list[dict]:
         K, W = self._who(E, rows)
@@ -1111,7 +1184,7 @@ class _Demo:
         for k, w, t, s, i, a, p, pay, c, m in zip(
                 K, W, ts.tolist(), E["sess"][rows].tolist(), E["num"][rows].tolist(),
                 E["amt"][rows].tolist(), E["prod"][rows].tolist(), E["opt"][rows].tolist(),
-                E["opt2"][rows].tolist(), msg.tolist()):
+                E["opt2"][rows].tolist(), msg.tolist(), strict=False):
             data = {"Amount": a, "Category": _PCAT[p], "Items": i,
                     "Payment Method": PAYMENT_METHODS[pay], "Cart ID": f"CRT-{s:07d}"}
             if c >= 0:
@@ -1126,7 +1199,7 @@ class _Demo:
         return [{"type": "event", k: w, "ts": t, "evtName": "Rated", "evtData": {"Stars": s},
                  "msgId": f"{pre}{m}"}
                 for k, w, t, s, m in zip(K, W, ts.tolist(), E["num"][rows].tolist(),
-                                         msg.tolist())]
+                                         msg.tolist(), strict=False)]
 
     def _b_notif(self, rows, ts, msg, E) -> list[dict]:
         K, W = self._who(E, rows)
@@ -1138,11 +1211,11 @@ class _Demo:
                              "Channel": chans[c]},
                  "msgId": f"{pre}{m}"}
                 for k, w, t, code, c, m in zip(K, W, ts.tolist(), E["code"][rows].tolist(),
-                                               E["num"][rows].tolist(), msg.tolist())]
+                                               E["num"][rows].tolist(), msg.tolist(), strict=False)]
 
     def _b_uninstall(self, rows, ts, msg, E) -> list[dict]:
         K, W = self._who(E, rows)
         pre = self.msg_prefix
         return [{"type": "event", k: w, "ts": t, "evtName": "App Uninstalled", "evtData": {},
                  "msgId": f"{pre}{m}"}
-                for k, w, t, m in zip(K, W, ts.tolist(), msg.tolist())]
+                for k, w, t, m in zip(K, W, ts.tolist(), msg.tolist(), strict=False)]
