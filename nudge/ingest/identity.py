@@ -60,6 +60,8 @@ class Resolver:
 
     # -- overlay reads -------------------------------------------------------------------
     def final(self, uid: int) -> int:
+        if uid not in self.res.merged_into and uid not in self.state.merged_into:
+            return uid
         while True:
             nxt = self.res.merged_into.get(uid) or self.state.merged_into.get(uid)
             if nxt is None:
@@ -85,10 +87,24 @@ class Resolver:
             keys.update(r.merge_from)
             if r.token:
                 keys.add(r.token)
-        self.lookup_missing({k for k in keys if k not in self.state.ids})
+        missing = {k for k in keys if k not in self.state.ids}
+        self.lookup_missing(missing)
+        # The lookup empties a full cache (its memory is bounded); read back the keys of these
+        # records that it dropped, or they would look new and get a second profile.
+        dropped = {k for k in keys - missing if k not in self.state.ids}
+        if dropped:
+            self.lookup_missing(dropped)
 
     def resolve(self, rec: Record) -> int:
         """The profile this record belongs to, applying merges/attachments it implies."""
+        if len(rec.ids) == 1 and rec.token is None and not rec.merge_from:
+            # The common case: one known identifier, nothing to attach or merge.
+            (key,) = rec.ids.items()
+            uid = self.res.assigned.get(key)
+            if uid is None:
+                uid = self.state.ids.get(key)
+            if uid is not None:
+                return self.final(uid)
         found = {kind: uid for kind, value in rec.ids.items()
                  if (uid := self.uid_of((kind, value))) is not None}
         if "identity" in rec.ids:
@@ -153,6 +169,10 @@ class Resolver:
         return uid
 
     def _merge(self, loser: int, winner: int) -> None:
+        # An anonymous winner takes the loser's identity (as ProfileRow.absorb does), so
+        # that the cache knows the merged profile is identified (explicit merges only).
+        if self.identity(winner) is None and self.identity(loser) is not None:
+            self.res.identity_of[winner] = self.identity(loser)
         self.res.merged_into[loser] = winner
         self.res.merges.append((loser, winner))
 

@@ -18,24 +18,37 @@ from nudge.clock import clock
 from nudge.ingest.identity import Key, Resolver
 from nudge.ingest.profiles import ProfileRow
 from nudge.ingest.records import Date, Record, RecordError, RecordInvalid
-from nudge.store.catalog import ARROW_TYPES, SQL_TYPES, to_column_value, value_type
+from nudge.store.catalog import (
+    SQL_TYPES,
+    column_array,
+    to_column_value,
+    value_type,
+)
 
 if TYPE_CHECKING:
     from nudge.store.account import AccountStore
 
 
-def _json_default(v: Any) -> Any:
+def _wire(v: Any) -> Any:
+    # Dates are stored as on the wire ("$D_<epoch>"). This must happen before encoding:
+    # Date is a dataclass, which msgspec encodes natively ({"epoch": ...}) without ever
+    # calling an enc_hook.
     if isinstance(v, Date):
         return f"$D_{int(v.epoch)}"
-    raise TypeError(type(v))
+    if isinstance(v, dict):
+        return {k: _wire(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_wire(x) for x in v]
+    return v
 
 
-_JSON = msgspec.json.Encoder(enc_hook=_json_default)
+_JSON = msgspec.json.Encoder()
+_AS_IS = frozenset(("number", "string", "boolean"))
 US = 1_000_000
 
 
 def to_json(props: dict[str, Any]) -> str | None:
-    return _JSON.encode(props).decode() if props else None
+    return _JSON.encode(_wire(props)).decode() if props else None
 
 
 @dataclass
@@ -71,6 +84,7 @@ class _Plan:
     touched: set[int] = field(default_factory=set)
     new_ids: list[str] = field(default_factory=list)
     new_ids_set: set[str] = field(default_factory=set)
+    other_ids: list[str] = field(default_factory=list)  # new ids of non-event records
     loser_first_seq: dict[int, int | None] = field(default_factory=dict)
 
 
@@ -87,33 +101,45 @@ class Commit:
         errors: list[RecordError | None] = []
         seen = self.store.dedup
         self.resolver.prefetch(self.records)
+        resolve = self.resolver.resolve
         res = self.resolver.res
+        plan = self.plan
+        new_ids, new_ids_set, events = plan.new_ids, plan.new_ids_set, plan.events
+        assigned, created, merges = res.assigned, res.created, res.merges
         for rec in self.records:
-            if rec.message_id in seen or rec.message_id in self.plan.new_ids_set:
+            mid = rec.message_id
+            if mid in seen or mid in new_ids_set:
                 errors.append(None)
                 self.duplicates += 1
                 continue
-            merges_before = len(res.merges)
+            merges_before = len(merges)
             try:
-                uid = self.resolver.resolve(rec)
+                uid = resolve(rec)
             except RecordInvalid as e:
                 errors.append(RecordError(rec.index, e.code, e.error))
                 continue
             errors.append(None)
-            self.plan.new_ids.append(rec.message_id)
-            self.plan.new_ids_set.add(rec.message_id)
-            for loser, winner in res.merges[merges_before:]:
-                self.plan.actions.append(("merge", loser, winner))
-                self.plan.touched.update((loser, winner))
-            fields = {k: v for k, v in rec.ids.items() if k in ("identity", "email", "phone")}
-            if fields or uid in res.created:
-                self.plan.actions.append(("ids", uid, fields))
-                self.plan.touched.add(uid)
+            new_ids.append(mid)
+            new_ids_set.add(mid)
+            if len(merges) > merges_before:
+                for loser, winner in merges[merges_before:]:
+                    plan.actions.append(("merge", loser, winner))
+                    plan.touched.update((loser, winner))
+            # Only identifiers attached in this commit change the profile row; an event from a
+            # known user must not cost a profile rewrite.
+            if assigned or uid in created:
+                fields = {k: v for k, v in rec.ids.items()
+                          if k in ("identity", "email", "phone") and (k, v) in assigned}
+                if fields or uid in created:
+                    plan.actions.append(("ids", uid, fields))
+                    plan.touched.add(uid)
             if rec.kind == "event":
-                self.plan.events.append((rec, uid))
-            elif rec.kind == "profile" and rec.ops:
-                self.plan.actions.append(("ops", uid, rec.ops))
-                self.plan.touched.add(uid)
+                events.append((rec, uid))
+                continue
+            plan.other_ids.append(mid)
+            if rec.kind == "profile" and rec.ops:
+                plan.actions.append(("ops", uid, rec.ops))
+                plan.touched.add(uid)
         return errors
 
     def run(self) -> CommitResult:
@@ -145,6 +171,7 @@ class Commit:
             self._write_identities(cur)
             self._write_profiles(cur, rows, profiles_table, stats)
             self._write_event_catalog(cur, event_rows)
+            self._write_record_ids(cur)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -237,7 +264,7 @@ class Commit:
         arrays = [pa.array(cols[name], type=t) for name, t in schema]
         names = [name for name, _ in schema]
         for column, values in typed.items():
-            arrays.append(pa.array(values, type=ARROW_TYPES[types[column]]))
+            arrays.append(column_array(values, types[column]))
             names.append(column)
         return pa.Table.from_arrays(arrays, names=names)
 
@@ -280,24 +307,37 @@ class Commit:
         overflow: list[str | None] = [None] * n
         pending_props: set[tuple[str, str, str]] = set()
         known = self.store.event_props
+        place = catalog.place
+        # Per (event, property, Python type): the column's value list, whether the value goes
+        # in as is, and the catalog key — so each property costs a few dict lookups.
+        slots: dict[tuple[str, str, type], tuple[list[Any] | None, bool, str]] = {}
         for i, (_, rec, _) in enumerate(event_rows):
             extra = None
+            event = rec.event or ""
             for name, value in rec.props.items():
-                typ = value_type(value) or "object"
-                key = (rec.event or "", name, typ)
-                if key not in known:
-                    pending_props.add(key)
-                col = catalog.place("event", name, value)
-                if col is None:
+                t = type(value)
+                slot = slots.get((event, name, t))
+                if slot is None or t is list:  # lists may hold mixed items: place each
+                    col = place("event", name, value)
+                    if col is None:
+                        slot = (None, False, value_type(value) or "object")
+                    else:
+                        values = typed.get(col.column)
+                        if values is None:
+                            values = typed[col.column] = [None] * n
+                            types[col.column] = col.type
+                        slot = (values, col.type in _AS_IS, col.type)
+                    slots[(event, name, t)] = slot
+                    key = (event, name, slot[2])
+                    if key not in known:
+                        pending_props.add(key)
+                values, as_is, typ = slot
+                if values is None:
                     if extra is None:
                         extra = {}
                     extra[name] = value
-                    continue
-                values = typed.get(col.column)
-                if values is None:
-                    values = typed[col.column] = [None] * n
-                    types[col.column] = col.type
-                values[i] = to_column_value(value, col.type)
+                else:
+                    values[i] = value if as_is else to_column_value(value, typ)
             if extra:
                 overflow[i] = to_json(extra)
         self._pending_event_props = pending_props
@@ -313,7 +353,7 @@ class Commit:
         ]
         names = ["seq", "message_id", "user_id", "event", "ts", "ingested_at", "props"]
         for column, values in typed.items():
-            arrays.append(pa.array(values, type=ARROW_TYPES[types[column]]))
+            arrays.append(column_array(values, types[column]))
             names.append(column)
         return pa.Table.from_arrays(arrays, names=names)
 
@@ -341,6 +381,17 @@ class Commit:
         if self._pending_event_props:
             cur.executemany("INSERT INTO event_properties VALUES (?, ?, ?)",
                             sorted(self._pending_event_props))
+
+    def _write_record_ids(self, cur: Any) -> None:
+        """Persist profile/token message ids: a retry after a restart must not re-apply them."""
+        ids = self.plan.other_ids
+        if not ids:
+            return
+        t = pa.table({"message_id": pa.array(ids, pa.string()),
+                      "ingested_at": pa.array([_us(self.now)] * len(ids), pa.timestamp("us"))})
+        cur.register("_record_ids", t)
+        cur.execute("INSERT INTO record_ids SELECT * FROM _record_ids")
+        cur.unregister("_record_ids")
 
     # -- catalog, identities, merges --------------------------------------------------------
     def _write_columns(self, cur: Any) -> None:
