@@ -16,9 +16,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import duckdb
@@ -38,6 +38,7 @@ from nudge.store.schema import DDL
 log = logging.getLogger("nudge.store")
 T = TypeVar("T")
 _JSON = msgspec.json.Decoder()
+IDENTITY_CACHE_MAX = 2_000_000  # identifiers cached in memory before the cache is emptied
 
 
 @dataclass
@@ -112,6 +113,12 @@ class AccountStore:
             "SELECT message_id FROM events WHERE ingested_at >= to_timestamp(?)::TIMESTAMP "
             "ORDER BY seq DESC LIMIT ?", [since, self.settings.dedup_max_ids]).fetchall()
         recent = [r[0] for r in ids]
+        # Profile/token records' ids (events' ids are in the events tables); drop expired ones.
+        cur.execute("DELETE FROM record_ids WHERE ingested_at < to_timestamp(?)::TIMESTAMP",
+                    [since])
+        recent += [r[0] for r in cur.execute(
+            "SELECT message_id FROM record_ids ORDER BY ingested_at DESC LIMIT ?",
+            [self.settings.dedup_max_ids]).fetchall()]
         self.dedup.update(recent)
         self._dedup_order.append((clock.now(), recent))
 
@@ -121,7 +128,7 @@ class AccountStore:
         if not keys:
             return
         state = self.identity
-        if len(state.ids) > 2_000_000:  # bound memory; entries are re-read on demand
+        if len(state.ids) > IDENTITY_CACHE_MAX:  # bound memory; entries are re-read on demand
             state.ids.clear()
             state.identity_of.clear()
         cur = self.writer_cursor
@@ -201,10 +208,17 @@ class AccountStore:
         started = time.perf_counter()
         try:
             result = Commit(self, records).run()
-        except BaseException as e:  # noqa: BLE001 - every waiting request must hear of it
+        except Exception as e:
+            if len(batch) > 1:
+                # One request must not fail the others it shared a commit with: the failed
+                # commit changed nothing, so commit each request on its own.
+                log.warning("group commit failed for account %s; retrying %d requests one "
+                            "by one", self.account_id, len(batch))
+                for p in batch:
+                    self._commit([p])
+                return
             log.exception("commit failed for account %s", self.account_id)
-            for p in batch:
-                p.future.set_exception(e)
+            batch[0].future.set_exception(e)
             return
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.COMMIT_RECORDS.observe(len(records))

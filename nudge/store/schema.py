@@ -44,4 +44,8 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS event_properties (
         event VARCHAR NOT NULL, name VARCHAR NOT NULL, type VARCHAR NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    # Message ids of profile/token records, so that the dedup window survives a restart for
+    # them too (event ids are read back from the events tables).
+    """CREATE TABLE IF NOT EXISTS record_ids (
+        message_id VARCHAR NOT NULL, ingested_at TIMESTAMP NOT NULL)""",
 ]
