@@ -1,0 +1,1 @@
+"""Real-time analytics reports over an account store: exact, from live data."""
