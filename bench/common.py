@@ -41,7 +41,32 @@ def machine() -> str:
 def header(title: str) -> None:
     print(f"\n## {title}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} | {machine()}")
-    print(f"# command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+    print(f"# command: {command()}", flush=True)
+    print(f"# code: {code_version()}", flush=True)
+
+
+def code_version() -> str:
+    """The commit the measured code is at, and whether nudge/ had uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "nudge"], cwd=ROOT,
+                               check=True, capture_output=True, text=True).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    changed = [line[3:].removeprefix("nudge/") for line in dirty if line.strip()]
+    if not changed:
+        return head
+    more = f", ... ({len(changed)} files)" if len(changed) > 4 else ""
+    return f"{head} + uncommitted changes in nudge/ ({', '.join(changed[:4])}{more})"
+
+
+def command() -> str:
+    """How this benchmark was started, as one would type it (``python -m bench.<name> ...``)."""
+    prog = Path(sys.argv[0])
+    head = (["python", "-m", f"bench.{prog.stem}"] if prog.parent == Path(__file__).parent
+            else [Path(sys.executable).name, sys.argv[0]])
+    return " ".join([*head, *sys.argv[1:]])
 
 
 def median(xs: Sequence[float]) -> float:
@@ -126,6 +151,9 @@ class Server:
     passcode: str = ""
     proc: subprocess.Popen[bytes] | None = None
     keep: bool = False
+    # Run the server from another checkout (before/after comparisons): `python -m nudge`
+    # imports the package from the working directory first.
+    root: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.account_id:
@@ -152,12 +180,13 @@ class Server:
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             [*NUDGE, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
             env={**os.environ, "NUDGE_LOG_LEVEL": "warning", **self.env})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("nudge serve exited:\n" + (self.data_dir / "server.log").read_text())
+                log_text = (self.data_dir / "server.log").read_text()
+                raise RuntimeError("nudge serve exited:\n" + log_text)
             try:
                 if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
                     return self
@@ -190,3 +219,8 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
+
+
+def loadavg() -> str:
+    """The 1-minute load average and the core count: other processes competing for CPU."""
+    return f"{Path('/proc/loadavg').read_text().split()[0]} on {os.cpu_count()} cores"

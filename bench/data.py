@@ -34,7 +34,8 @@ def _lognormal(rng: random.Random, median: float, sigma: float) -> float:
 
 
 def _app_launched(rng: random.Random) -> dict[str, Any]:
-    return {"Platform": rng.choice(_PLATFORMS), "App Version": f"5.{rng.randint(0, 9)}.{rng.randint(0, 20)}",
+    return {"Platform": rng.choice(_PLATFORMS),
+            "App Version": f"5.{rng.randint(0, 9)}.{rng.randint(0, 20)}",
             "OS Version": str(rng.randint(10, 17)), "Network": rng.choice(_NETWORK),
             "Session Source": rng.choice(_SOURCES)}
 
@@ -66,7 +67,8 @@ def _charged(rng: random.Random) -> dict[str, Any]:
 
 
 def _notification_clicked(rng: random.Random) -> dict[str, Any]:
-    return {"Campaign ID": f"c{rng.randint(1, 300)}", "Channel": rng.choice(["push", "email", "sms"]),
+    return {"Campaign ID": f"c{rng.randint(1, 300)}",
+            "Channel": rng.choice(["push", "email", "sms"]),
             "Template": f"t{rng.randint(1, 40)}", "Variant": rng.choice(["A", "B"]),
             "Platform": rng.choice(_PLATFORMS)}
 

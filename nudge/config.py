@@ -60,7 +60,8 @@ def _coerce(name: str, raw: str, kind: type) -> object:
             raise ValueError(raw)
         return kind(raw)
     except ValueError:
-        raise ConfigError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
 
 
 def _from_env(cls: type, prefix: str, env: dict[str, str]) -> dict[str, object]:

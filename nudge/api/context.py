@@ -71,7 +71,8 @@ def passcode_account(request: Request) -> tuple[Nudge, str, AccountStore]:
     return nudge, account_id, nudge.stores.get(account_id)
 
 
-def write_key_account(request: Request, body_key: str | None = None) -> tuple[Nudge, str, AccountStore]:
+def write_key_account(request: Request,
+                      body_key: str | None = None) -> tuple[Nudge, str, AccountStore]:
     """Authenticate a Segment-spec call: write key as HTTP basic auth user (or in the body)."""
     nudge = nudge_of(request)
     key = body_key

@@ -15,11 +15,15 @@ from nudge.store import metrics
 log = logging.getLogger("nudge.api")
 
 
-def error_response(exc: NudgeError) -> Response:
+def error_response(exc: NudgeError, *, segment: bool = False) -> Response:
     headers = {}
     if isinstance(exc, TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
     body = {"status": "fail", **exc.to_dict()}
+    if segment:
+        # Segment/RudderStack libraries read "code" and "message" from an error body; without
+        # "code" rudder-sdk-python raises KeyError and retries a permanent 4xx as a network error.
+        body["code"] = exc.code
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
@@ -27,7 +31,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NudgeError)
     async def nudge_error(request: Request, exc: NudgeError) -> Response:
         metrics.REJECTS.labels(code=str(exc.status)).inc()
-        return error_response(exc)
+        return error_response(exc, segment=request.url.path.startswith("/v1/"))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:

@@ -63,7 +63,8 @@ class ProfileRow:
         self.last_seen = _max(self.last_seen, loser.last_seen)
         self.first_event_seq = _min(self.first_event_seq, loser.first_event_seq)
         self.event_count += loser.event_count
-        self.created_at = min(self.created_at, loser.created_at) if self.created_at else loser.created_at
+        self.created_at = (min(self.created_at, loser.created_at) if self.created_at
+                           else loser.created_at)
 
     def saw_events(self, count: int, first: float, last: float, first_seq: int) -> None:
         self.event_count += count

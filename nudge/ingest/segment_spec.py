@@ -24,8 +24,17 @@ from typing import Any
 from nudge.clock import clock
 from nudge.config import Limits
 from nudge.errors import ValidationError
-from nudge.ingest.records import E_IDENTITY, E_SHAPE, E_TS, ProfileOp, Record, RecordError, RecordInvalid
-from nudge.ingest.upload import normalize_identifier
+from nudge.ingest.records import (
+    E_IDENTITY,
+    E_LIMIT,
+    E_SHAPE,
+    E_TS,
+    ProfileOp,
+    Record,
+    RecordError,
+    RecordInvalid,
+)
+from nudge.ingest.upload import bounded_identifier, normalize_identifier
 from nudge.ingest.validate import (
     check_name,
     check_ts,
@@ -130,8 +139,10 @@ def parse_message(msg: Any, call_type: str | None, index: int, now: float, batch
         rec.props = normalize_props({**props, **extra}, limits)
     elif kind == "identify":
         rec.kind = "profile"
-        rec.ops = _trait_ops(msg.get("traits") or msg.get("context", {}).get("traits") or {},
-                             "", ids, limits)
+        # context may be null or not an object in hand-made calls: that is no server error.
+        context = msg.get("context")
+        context_traits = context.get("traits") if isinstance(context, dict) else None
+        rec.ops = _trait_ops(msg.get("traits") or context_traits or {}, "", ids, limits)
     elif kind == "group":
         rec.kind = "profile"
         group = msg.get("groupId")
@@ -152,10 +163,13 @@ def parse_message(msg: Any, call_type: str | None, index: int, now: float, batch
 def _trait_ops(traits: Any, prefix: str, ids: dict[str, str] | None,
                limits: Limits) -> list[ProfileOp]:
     require(isinstance(traits, dict), "traits must be an object", E_SHAPE)
+    # The same limit as properties of a profile record (traits are profile properties).
+    require(len(traits) <= limits.max_properties,
+            f"more than {limits.max_properties} traits", E_LIMIT)
     ops = []
     for name, value in traits.items():
         if ids is not None and name.lower() in ("email", "phone") and isinstance(value, str):
-            ids.setdefault(name.lower(), normalize_identifier(name.lower(), value))
+            ids.setdefault(name.lower(), bounded_identifier(name.lower(), value, name, limits))
             continue
         full = check_name(prefix + name, "trait", limits)
         ops.append(ProfileOp("set", full, normalize_value(value, full, limits)))

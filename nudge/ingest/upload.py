@@ -76,6 +76,14 @@ def identifiers(item: dict[str, Any], limits: Limits) -> dict[str, str]:
     return ids
 
 
+def bounded_identifier(kind: str, value: str, key: str, limits: Limits) -> str:
+    """An identifier found inside profileData/traits: same size limit as a top-level one."""
+    if not 0 < len(value.encode()) <= limits.max_string_bytes:
+        raise RecordInvalid(E_IDENTITY, f"{key} must be a non-empty string of at most "
+                                        f"{limits.max_string_bytes} bytes")
+    return normalize_identifier(kind, value)
+
+
 def normalize_identifier(kind: str, value: str) -> str:
     if kind == "identity" or kind == "object_id":
         if value and not value[0].isspace() and not value[-1].isspace():
@@ -140,7 +148,7 @@ def profile_ops(data: dict[str, Any], ids: dict[str, str], limits: Limits) -> li
         check_name(name, "profile property name", limits)
         if name in PROFILE_ID_PROPS and isinstance(raw, str | int) and not isinstance(raw, bool):
             kind = PROFILE_ID_PROPS[name]
-            ids.setdefault(kind, normalize_identifier(kind, str(raw)))
+            ids.setdefault(kind, bounded_identifier(kind, str(raw), name, limits))
             continue
         ops.append(profile_op(name, raw, limits))
     return ops

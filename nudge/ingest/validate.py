@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 from typing import Any
 
 import msgspec
@@ -30,7 +31,10 @@ _DATE = re.compile(r"^\$D_(-?\d{1,12})$")
 # Every JSON string token, with the colon if it is an object key. Matching whole tokens from
 # the left means a quote or colon inside a string value can never be mistaken for a key.
 _STRING_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?', re.S)
+# A quote, JSON whitespace, then a colon (the quote-colon pairs are counted with bytes.count).
+_KEY_END_SPACED = re.compile(rb'"[ \t\n\r]+:')
 _ENCODER = msgspec.json.Encoder(order="sorted")
+_MAX_DOUBLE = sys.float_info.max
 
 
 def _now_plus(skew: int) -> float:
@@ -71,11 +75,14 @@ def normalize_value(value: Any, name: str, limits: Limits, depth: int = 1) -> An
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int | float):
-        if not math.isfinite(value):
+        # An int beyond the double range would fail the whole group commit when stored.
+        if not (-_MAX_DOUBLE <= value <= _MAX_DOUBLE if type(value) is int
+                else math.isfinite(value)):
             raise RecordInvalid(E_VALUE, f"property {name!r}: number must be finite")
         return value
     if isinstance(value, str):
-        if len(value) * 4 > limits.max_string_bytes and len(value.encode()) > limits.max_string_bytes:
+        limit = limits.max_string_bytes
+        if len(value) * 4 > limit and len(value.encode()) > limit:
             raise RecordInvalid(E_VALUE, f"property {name!r}: string longer than "
                                          f"{limits.max_string_bytes} bytes")
         if value.startswith("$D_"):
@@ -110,7 +117,7 @@ def normalize_props(props: Any, limits: Limits, depth: int = 1, prefix: str = ""
         if t is str:
             if len(v) <= short and not v.startswith("$D_"):
                 continue
-        elif t is int or t is bool or v is None:
+        elif t is bool or v is None or (t is int and -_MAX_DOUBLE <= v <= _MAX_DOUBLE):
             continue
         elif t is float and math.isfinite(v):
             continue
@@ -122,21 +129,33 @@ def check_duplicate_keys(body: bytes, decoded: Any) -> None:
     """Reject JSON whose objects repeat a key (the last would silently win).
 
     msgspec keeps the last duplicate, so compare the number of keys in the text with the
-    number of keys that survived decoding. Runs at C speed (one regex pass).
+    number of keys that survived decoding.
     """
+    decoded_keys = _count_keys(decoded)
+    # Fast path (bytes.count runs at memchr speed; the exact pass costs ~10x the decode):
+    # every key in the text ends in '"' + whitespace + ':', and elsewhere only string values
+    # can hold those bytes, so this count is at least the number of keys in the text. If it
+    # equals the keys that survived decoding, no key was repeated.
+    if body.count(b'":') + len(_KEY_END_SPACED.findall(body)) == decoded_keys:
+        return
     in_text = sum(1 for colon in _STRING_TOKEN.findall(body) if colon)
-    if in_text != _count_keys(decoded):
+    if in_text != decoded_keys:
         from nudge.errors import ValidationError
 
         raise ValidationError("JSON object has a duplicate key", field="body")
 
 
 def _count_keys(value: Any) -> int:
+    n = 0
     if isinstance(value, dict):
-        return len(value) + sum(_count_keys(v) for v in value.values() if isinstance(v, dict | list))
-    if isinstance(value, list):
-        return sum(_count_keys(v) for v in value if isinstance(v, dict | list))
-    return 0
+        n = len(value)
+        value = value.values()
+    elif not isinstance(value, list):
+        return 0
+    for v in value:
+        if isinstance(v, dict | list):
+            n += _count_keys(v)
+    return n
 
 
 def derive_message_id(*parts: Any) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from nudge.errors import NotFound, ValidationError
-from nudge.ingest.records import Date, TOKEN_KINDS
+from nudge.ingest.records import TOKEN_KINDS, Date
 from nudge.store.account import AccountStore
 from nudge.store.catalog import EPOCH, from_column_value
 

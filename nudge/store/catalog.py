@@ -52,7 +52,21 @@ def to_column_value(v: Any, typ: str) -> Any:
         return int(v.epoch * 1_000_000)
     if typ == "list":
         return [str(x) for x in v]
-    return v  # Arrow converts ints into a float64 column itself
+    return v  # Arrow converts ints into a float64 column itself (see column_array)
+
+
+def column_array(values: list[Any], typ: str) -> pa.Array:
+    """The Arrow array of one typed column.
+
+    Arrow converts an int into a float64 only if the double holds it exactly; a larger one
+    (a 19-digit order id, say) would fail the whole group commit, so it is rounded here.
+    """
+    try:
+        return pa.array(values, type=ARROW_TYPES[typ])
+    except pa.ArrowInvalid:
+        if typ != "number":
+            raise
+        return pa.array([float(v) if type(v) is int else v for v in values], type=pa.float64())
 
 
 def from_column_value(v: Any, typ: str) -> Any:

@@ -6,6 +6,7 @@ A request is answered after its records are durable (group commit in the account
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -53,9 +54,11 @@ async def store_records(store: AccountStore, records: list[Record],
                 result.errors.append(err)
         result.processed = len(records) - sum(e is not None for e in committed.errors)
         # Count only records the commit accepted; ones it rejected (e.g. 520) are rejects.
-        for rec, err in zip(records, committed.errors, strict=True):
-            if err is None:
-                metrics.RECORDS.labels(kind=rec.kind).inc()
+        # One increment per kind, not per record: a labelled counter takes a lock each time.
+        accepted = Counter(rec.kind for rec, err in zip(records, committed.errors, strict=True)
+                           if err is None)
+        for kind, n in accepted.items():
+            metrics.RECORDS.labels(kind=kind).inc(n)
     for err in result.errors:
         metrics.REJECTS.labels(code=str(err.code)).inc()
     return result

@@ -40,6 +40,9 @@ from .model import (
 )
 
 UNIVERSE = "SELECT user_id FROM profiles"
+# An event's position in a person's history, (ts, seq) as one orderable number (seq breaks
+# ties between equal timestamps; it is below 2^63): cheaper to aggregate than a struct.
+POSITION = "(epoch_us(e.ts)::HUGEINT * 18446744073709551616 + e.seq)"
 NOBODY = "SELECT user_id FROM profiles WHERE false"
 # Profile fields that are not properties; ``$`` keeps them apart from customer properties.
 SYSTEM_PROFILE = {
@@ -85,6 +88,15 @@ def _join(op: str, parts: list[Sql]) -> Sql:
     return Sql(text, [x for p in parts for x in p.params])
 
 
+def profile_only(node: Node) -> bool:
+    """Whether a subtree reads nothing but the person's own profile row."""
+    if isinstance(node, And | Or):
+        return all(profile_only(c) for c in node.children)
+    if isinstance(node, Not):
+        return profile_only(node.child)
+    return isinstance(node, ProfileIs | Reachable)
+
+
 class Compiler:
     """Compiles one definition for one account (catalog), at one moment (``now``)."""
 
@@ -114,7 +126,37 @@ class Compiler:
         return Sql("SELECT user_id FROM profiles WHERE user_id = ?", [self.user_id])
 
     def visit(self, node: Node) -> Sql:
+        if profile_only(node):
+            return self.profile_set(node)
         return getattr(self, f"visit_{type(node).__name__}")(node)  # type: ignore[no-any-return]
+
+    # -- profile-only subtrees ---------------------------------------------------------------
+    def profile_set(self, node: Node) -> Sql:
+        """A subtree of profile conditions as one scan of ``profiles`` with one predicate
+        (rather than one scan per condition and set operations between them)."""
+        text, params = self.profile_predicate(node)
+        if self.user_id is not None:
+            text = f"p.user_id = ? AND {text}"
+            params = [self.user_id, *params]
+        return Sql(f"SELECT p.user_id FROM profiles p WHERE {text}", params)
+
+    def profile_predicate(self, node: Node) -> tuple[str, list[Any]]:
+        """A boolean expression over ``profiles p``: true exactly for the members.
+
+        Leaves may evaluate to NULL (an absent value); in AND / OR that selects the same rows
+        as false, and under NOT it is made false first, so NOT keeps the complement."""
+        if isinstance(node, ProfileIs):
+            return self.filter("profile", node.filter, "p")
+        if isinstance(node, Reachable):
+            where, params = self.reachable_predicate(node)
+            return "(" + " AND ".join(where) + ")", params
+        if isinstance(node, Not):
+            text, params = self.profile_predicate(node.child)
+            return f"(NOT coalesce({text}, false))", params
+        assert isinstance(node, And | Or)
+        parts = [self.profile_predicate(c) for c in node.children]
+        op = " AND " if isinstance(node, And) else " OR "
+        return "(" + op.join(t for t, _ in parts) + ")", [x for _, p in parts for x in p]
 
     # -- boolean structure ------------------------------------------------------------------
     def visit_And(self, node: And) -> Sql:
@@ -242,23 +284,20 @@ class Compiler:
         return 0.0, None
 
     def visit_LastDid(self, node: LastDid) -> Sql:
-        cutoff = to_ts(self.now - node.seconds)
-        if not node.more_than:
-            base = self._events(node.spec, Window("last", node.seconds))
-            return Sql(f"SELECT DISTINCT user_id FROM ({base.text})", base.params)
-        base = self._events(node.spec, Window(), select="e.user_id, e.ts")
-        return Sql(f"SELECT user_id FROM ({base.text}) GROUP BY user_id HAVING max(ts) < ?",
-                   base.params + [cutoff])
+        # Less than T ago: did it in the last T. More than T ago (or never): did not.
+        base = self._events(node.spec, Window("last", node.seconds))
+        return Sql(f"SELECT DISTINCT user_id FROM ({base.text})", base.params,
+                   negated=node.more_than)
 
     def visit_Sequence(self, node: Sequence) -> Sql:
+        if node.within is None:
+            return self._sequence_any_time(node)
         a = self._events(node.first, node.window, select="e.user_id, e.ts, e.seq")
         b = self._events(node.then, node.window, select="e.user_id, e.ts, e.seq",
                          since_only=True)
-        after = "(b.ts > a.ts OR (b.ts = a.ts AND b.seq > a.seq))"
-        params: list[Any] = []
-        if node.within is not None:
-            after += " AND b.ts <= a.ts + to_seconds(?::DOUBLE)"
-            params.append(node.within)
+        after = ("(b.ts > a.ts OR (b.ts = a.ts AND b.seq > a.seq)) "
+                 "AND b.ts <= a.ts + to_seconds(?::DOUBLE)")
+        params: list[Any] = [node.within]
         if node.then_happened:
             return Sql(f"SELECT DISTINCT a.user_id FROM ({a.text}) a JOIN ({b.text}) b "
                        f"ON a.user_id = b.user_id AND {after}", a.params + b.params + params)
@@ -268,16 +307,25 @@ class Compiler:
         return Sql(f"SELECT a.user_id FROM ({last}) a WHERE NOT EXISTS (SELECT 1 FROM ({b.text}) b "
                    f"WHERE b.user_id = a.user_id AND {after})", a.params + b.params + params)
 
-    # -- profile conditions --------------------------------------------------------------
-    def visit_ProfileIs(self, node: ProfileIs) -> Sql:
-        text, params = self.filter("profile", node.filter, "p")
-        where = [text]
-        if self.user_id is not None:
-            where.append("p.user_id = ?")
-            params.append(self.user_id)
-        return Sql(f"SELECT p.user_id FROM profiles p WHERE {' AND '.join(where)}", params)
+    def _sequence_any_time(self, node: Sequence) -> Sql:
+        """Without a time limit only each person's extreme positions matter: some `then`
+        follows some `first` ⇔ the last `then` is after the first `first`; no `then` follows
+        the last `first` ⇔ the last `then` is not after it. Two aggregates and a join instead
+        of pairing every `first` with every `then` of the same person."""
+        a = self._events(node.first, node.window, select=f"e.user_id, {POSITION} AS pos")
+        b = self._events(node.then, node.window, select=f"e.user_id, {POSITION} AS pos",
+                         since_only=True)
+        last_b = f"SELECT user_id, max(pos) AS pos FROM ({b.text}) GROUP BY user_id"
+        if node.then_happened:
+            return Sql(f"SELECT a.user_id FROM (SELECT user_id, min(pos) AS pos FROM ({a.text}) "
+                       f"GROUP BY user_id) a JOIN ({last_b}) b ON b.user_id = a.user_id "
+                       "WHERE b.pos > a.pos", a.params + b.params)
+        return Sql(f"SELECT a.user_id FROM (SELECT user_id, max(pos) AS pos FROM ({a.text}) "
+                   f"GROUP BY user_id) a LEFT JOIN ({last_b}) b ON b.user_id = a.user_id "
+                   "WHERE b.pos IS NULL OR b.pos <= a.pos", a.params + b.params)
 
-    def visit_Reachable(self, node: Reachable) -> Sql:
+    # -- profile conditions --------------------------------------------------------------
+    def reachable_predicate(self, node: Reachable) -> tuple[list[str], list[Any]]:
         where: list[str] = []
         params: list[Any] = []
         if node.channel == "email":
@@ -291,10 +339,7 @@ class Compiler:
         sub = self.catalog.get("profile", SUBSCRIPTION[node.channel])
         if sub is not None and sub.type == "boolean":
             where.append(f"p.{sub.column} IS NOT false")
-        if self.user_id is not None:
-            where.append("p.user_id = ?")
-            params.append(self.user_id)
-        return Sql(f"SELECT p.user_id FROM profiles p WHERE {' AND '.join(where)}", params)
+        return where, params
 
     def visit_InSegment(self, node: InSegment) -> Sql:
         if self.segment_table is None:
@@ -349,7 +394,7 @@ class Compiler:
             return f"{ref} <> ?", [f.value]
         if f.op in ("in", "not_in"):
             word = "IN" if f.op == "in" else "NOT IN"
-            return f"{ref} {word} (SELECT unnest(?::VARCHAR[]))", [list(values)]
+            return f"{ref} {word} ({', '.join('?' * len(values))})", list(values)
         if f.op == "contains":
             return f"contains({ref}, ?)", [f.value]
         if f.op == "not_contains":
@@ -368,7 +413,7 @@ class Compiler:
             return f"{ref} {'=' if f.op == 'eq' else '<>'} ?", [float(f.value)]
         if f.op in ("in", "not_in"):
             word = "IN" if f.op == "in" else "NOT IN"
-            return f"{ref} {word} (SELECT unnest(?::DOUBLE[]))", [[float(v) for v in values]]
+            return f"{ref} {word} ({', '.join('?' * len(values))})", [float(v) for v in values]
         if f.op in _ORDER:
             return f"{ref} {_ORDER[f.op]} ?", [float(f.value)]
         if f.op == "between":

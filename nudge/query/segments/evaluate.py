@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 from nudge.clock import clock
 from nudge.store.account import AccountStore
 
-from .compiler import Compiler, Sql
-from .model import DefinitionError, Node
+from .compiler import Compiler, Sql, profile_only
+from .model import And, DefinitionError, LastDid, Node, Not, Or
 
 SavedLoader = Callable[[int], Node]
 
@@ -34,8 +34,10 @@ class SegmentEngine:
         self.timezone = timezone
         self.load_saved = load_saved
 
-    def _run(self, node: Node, fn: Callable[[duckdb.DuckDBPyConnection, Sql], Any], *,
+    def _run(self, node: Node, fn: Callable[[duckdb.DuckDBPyConnection, Compiler], Any], *,
              user_id: int | None = None, strict: bool = False, now: float | None = None) -> Any:
+        """Run ``fn(cursor, compiler)``; saved segments referenced while compiling are
+        evaluated on the same cursor first."""
         now = clock.now() if now is None else now
         with self.store.cursor() as cur:
             stack: list[int] = []
@@ -56,8 +58,7 @@ class SegmentEngine:
                 cur.register(name, cur.execute(sql.text, sql.params).arrow())
                 return name
 
-            sql = self.compiler(now, user_id, strict, table).members(node)
-            return fn(cur, sql)
+            return fn(cur, self.compiler(now, user_id, strict, table))
 
     def compiler(self, now: float, user_id: int | None = None, strict: bool = False,
                  table: Callable[[int], str] | None = None) -> Compiler:
@@ -70,25 +71,34 @@ class SegmentEngine:
                              lambda i: f"_segment_{int(i)}").members(node)
 
     def count(self, node: Node, *, strict: bool = False, now: float | None = None) -> int:
-        def run(cur: duckdb.DuckDBPyConnection, sql: Sql) -> int:
+        def run(cur: duckdb.DuckDBPyConnection, compiler: Compiler) -> int:
+            sql = compiler.members(node)
             return int(cur.execute(f"SELECT count(*) FROM ({sql.text})", sql.params).fetchone()[0])
         return self._run(node, run, strict=strict, now=now)  # type: ignore[no-any-return]
 
     def user_ids(self, node: Node, *, now: float | None = None) -> set[int]:
-        def run(cur: duckdb.DuckDBPyConnection, sql: Sql) -> set[int]:
+        def run(cur: duckdb.DuckDBPyConnection, compiler: Compiler) -> set[int]:
+            sql = compiler.members(node)
             return {r[0] for r in cur.execute(sql.text, sql.params).fetchall()}
         return self._run(node, run, now=now)  # type: ignore[no-any-return]
 
     def contains(self, node: Node, user_id: int, *, now: float | None = None) -> bool:
-        """Whether one person is a member: every scan is restricted to that user."""
-        def run(cur: duckdb.DuckDBPyConnection, sql: Sql) -> bool:
-            return cur.execute(f"SELECT count(*) FROM ({sql.text})", sql.params).fetchone()[0] > 0
+        """Whether one person is a member.
+
+        Every scan is restricted to that person, and the AND / OR tree is evaluated lazily,
+        cheapest condition first (profile conditions, then narrow event windows): most
+        non-members fail the first check, which reads one profile row. Every condition is
+        compiled before anything runs, so invalid definitions fail as they do for counts.
+        """
+        def run(cur: duckdb.DuckDBPyConnection, compiler: Compiler) -> bool:
+            return _holds(cur, _check_plan(compiler, node))
         return self._run(node, run, user_id=user_id, now=now)  # type: ignore[no-any-return]
 
     def members(self, node: Node, *, after: int = 0, limit: int = 100,
                 now: float | None = None) -> list[dict[str, Any]]:
         """Members ordered by internal id, keyset-paged (``after`` = last id seen)."""
-        def run(cur: duckdb.DuckDBPyConnection, sql: Sql) -> list[dict[str, Any]]:
+        def run(cur: duckdb.DuckDBPyConnection, compiler: Compiler) -> list[dict[str, Any]]:
+            sql = compiler.members(node)
             rows = cur.execute(
                 f"SELECT m.user_id, p.identity, p.email, p.phone FROM ({sql.text}) m "
                 "JOIN profiles p ON p.user_id = m.user_id WHERE m.user_id > ? "
@@ -97,7 +107,8 @@ class SegmentEngine:
         return self._run(node, run, now=now)  # type: ignore[no-any-return]
 
     def export(self, node: Node, out: Path, fmt: str, *, now: float | None = None) -> int:
-        def run(cur: duckdb.DuckDBPyConnection, sql: Sql) -> int:
+        def run(cur: duckdb.DuckDBPyConnection, compiler: Compiler) -> int:
+            sql = compiler.members(node)
             table = cur.execute(
                 f"SELECT m.user_id AS id, p.identity, p.email, p.phone FROM ({sql.text}) m "
                 "JOIN profiles p ON p.user_id = m.user_id ORDER BY m.user_id",
@@ -110,3 +121,44 @@ class SegmentEngine:
                 pacsv.write_csv(table, out)
             return int(table.num_rows)
         return self._run(node, run, now=now)  # type: ignore[no-any-return]
+
+
+# -- single-person checks ---------------------------------------------------------------------
+# A check plan: ("and" | "or", [plans]), ("not", plan) or ("sql", Sql), each with a cost.
+_Check = tuple[str, Any, float]
+
+
+def _check_plan(compiler: Compiler, node: Node) -> _Check:
+    """Compile every condition of ``node`` for one person, cheapest first within AND / OR."""
+    if isinstance(node, And | Or) and not profile_only(node):
+        parts = sorted((_check_plan(compiler, c) for c in node.children), key=lambda p: p[2])
+        return ("and" if isinstance(node, And) else "or", parts, sum(p[2] for p in parts))
+    if isinstance(node, Not) and not profile_only(node):
+        inner = _check_plan(compiler, node.child)
+        return ("not", inner, inner[2])
+    return ("sql", compiler.visit(node), _cost(node))
+
+
+def _cost(node: Node) -> float:
+    """A rough rank of a condition's cost: profile rows, then events by window length."""
+    if profile_only(node):
+        return 0.0
+    window = getattr(node, "window", None)
+    if isinstance(node, LastDid) and not node.more_than:
+        return 1.0 + node.seconds
+    if window is not None and window.kind == "last":
+        return 1.0 + window.seconds
+    return 1e12
+
+
+def _holds(cur: duckdb.DuckDBPyConnection, check: _Check) -> bool:
+    kind, body, _ = check
+    if kind == "and":
+        return all(_holds(cur, c) for c in body)
+    if kind == "or":
+        return any(_holds(cur, c) for c in body)
+    if kind == "not":
+        return not _holds(cur, body)
+    sql: Sql = body
+    found = cur.execute(f"SELECT EXISTS ({sql.text})", sql.params).fetchone()[0]
+    return bool(found) != sql.negated

@@ -18,7 +18,6 @@ from .model import (
     LastDid,
     Node,
     Not,
-    Or,
     ProfileIs,
     Reachable,
     Sequence,

@@ -205,7 +205,8 @@ class _Parser:
     def duration(self, d: Any, path: str) -> float:
         obj = self.obj(d, path, tuple(UNITS))
         if len(obj) != 1:
-            raise DefinitionError(path, f"a duration is one of {list(UNITS)}, e.g. {{\"days\": 30}}")
+            raise DefinitionError(
+                path, f"a duration is one of {list(UNITS)}, e.g. {{\"days\": 30}}")
         (unit, n), = obj.items()
         n = self.number(n, f"{path}.{unit}")
         if n <= 0:

@@ -1,0 +1,218 @@
+"""Aggregating a report's rows by one or two dimensions, with every subtotal, exactly.
+
+Every report here is the same computation: take the rows (events of one event name in a
+time range, filtered; or profiles), give each row an index per dimension (time bucket,
+breakdown group, hour of day, ...), and compute counts, unique users and property statistics
+per cell, per row/column and overall (``GROUP BY CUBE``).
+
+Unique users are exact. DuckDB's ``count(DISTINCT user_id)`` per group is slow (a hash
+table of (group, user) pairs), so when the cells fit a memory budget each cell keeps a bitmap
+of user ids instead (``bitstring_agg`` over the account's user-id range: 125 KB per cell for a
+million users); subtotals OR the cells' bitmaps together. Medians and percentiles cannot be
+combined from cells, so they (and bitmaps over budget) aggregate the raw rows per grouping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from nudge.query.segments.compiler import to_ts
+from nudge.store.catalog import Column
+
+from .common import Report, ReportError
+
+# Bitmap memory per query (each DuckDB thread keeps partial states of its own).
+BITMAP_BUDGET_BYTES = 64 * 2**20
+STATS = ("count", "users", "sum", "values", "min", "max", "median", "p90")
+QUANTILES = {"median": 0.5, "p90": 0.9}
+GROUPABLE = ("string", "number", "boolean")
+
+
+@dataclass
+class Rows:
+    """The rows a report aggregates: ``FROM ... WHERE ...`` and its parameters."""
+
+    sql: str
+    params: list[Any] = field(default_factory=list)
+    user: str = "e.user_id"
+
+
+@dataclass
+class Dim:
+    """A dimension: a SQL expression giving each row an index in 0 … size-1."""
+
+    sql: str
+    params: list[Any]
+    size: int
+
+
+@dataclass
+class Cell:
+    count: int = 0
+    users: int = 0
+    sum: float | None = None
+    values: int = 0  # rows with a value of the measured property
+    min: float | None = None
+    max: float | None = None
+    median: float | None = None
+    p90: float | None = None
+
+
+Cube = dict[tuple[int | None, ...], Cell]
+
+
+def user_range(cur: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
+    """The account's user-id range (every event's user has a profile row)."""
+    lo, hi = cur.execute("SELECT min(user_id), max(user_id) FROM profiles").fetchone()
+    return None if lo is None else (int(lo), int(hi))
+
+
+def aggregate(cur: duckdb.DuckDBPyConnection, rows: Rows, dims: list[Dim], stats: set[str],
+              value: str | None = None, users: tuple[int, int] | None = None) -> Cube:
+    """Cells of ``dims`` (None where a dimension is rolled up) with the requested stats.
+
+    ``value`` is the SQL of the measured number property; ``users`` the user-id range
+    (from :func:`user_range`, in the same transaction).
+    """
+    cells = 1
+    for d in dims:
+        cells *= max(d.size, 1)
+    bitmap = users is not None and cells * (users[1] - users[0] + 1) / 8 <= BITMAP_BUDGET_BYTES
+    if "users" in stats and bitmap and not stats & set(QUANTILES):
+        try:
+            return _from_cells(cur, rows, dims, stats, value, users)  # type: ignore[arg-type]
+        except duckdb.OutOfRangeException:
+            pass  # a user id outside the profiles' range: count the slow way instead
+    return _from_rows(cur, rows, dims, stats, value)
+
+
+def _inner(rows: Rows, dims: list[Dim], value: str | None) -> tuple[str, list[Any]]:
+    """The rows with their dimension indexes, user and measured value."""
+    cols = [f"{d.sql} AS d{i}" for i, d in enumerate(dims)]
+    params = [p for d in dims for p in d.params]
+    cols.append(f"{rows.user} AS uid")
+    cols.append(f"{value or 'NULL::DOUBLE'} AS v")
+    return f"SELECT {', '.join(cols)} {rows.sql}", params + rows.params
+
+
+def _from_rows(cur: duckdb.DuckDBPyConnection, rows: Rows, dims: list[Dim], stats: set[str],
+               value: str | None) -> Cube:
+    inner, params = _inner(rows, dims, value)
+    aggs = ["count(*)", "count(DISTINCT uid)" if "users" in stats else "0",
+            "sum(v)", "count(v)", "min(v)", "max(v)"]
+    aggs += [f"quantile_cont(v, {q})" if name in stats else "NULL"
+             for name, q in QUANTILES.items()]
+    names = ", ".join(f"d{i}" for i in range(len(dims)))
+    sql = f"SELECT {names}, {', '.join(aggs)} FROM ({inner}) GROUP BY CUBE ({names})"
+    return _cube(cur.execute(sql, params).fetchall(), len(dims))
+
+
+def _from_cells(cur: duckdb.DuckDBPyConnection, rows: Rows, dims: list[Dim], stats: set[str],
+                value: str | None, users: tuple[int, int]) -> Cube:
+    inner, params = _inner(rows, dims, value)
+    names = ", ".join(f"d{i}" for i in range(len(dims)))
+    # Only the partial aggregates asked for: each costs time per row.
+    parts = [(cell, total) for stat, cell, total in _CELL_STATS if stat & stats]
+    cells = (f"SELECT {names}, {', '.join(c for c, _ in parts)} "
+             f"FROM ({inner}) GROUP BY ALL")
+    totals = ", ".join(t for _, t in parts)
+    sql = f"SELECT {names}, {totals} FROM ({cells}) GROUP BY CUBE ({names})"
+    result = cur.execute(sql, [*users, *params]).fetchall()
+    return _cube([_spread(r, len(dims), [t for _, t in parts]) for r in result], len(dims))
+
+
+# (stats served, per-cell aggregate, its roll-up): count and users are always wanted.
+_CELL_STATS = [
+    ({"count", "users"}, "count(*) AS n", "sum(n)::BIGINT"),
+    ({"users"}, "bitstring_agg(uid, ?, ?) AS u", "bit_count(bit_or(u))"),
+    ({"sum"}, "sum(v) AS s", "sum(s)"),
+    ({"values"}, "count(v) AS c", "sum(c)::BIGINT"),
+    ({"min"}, "min(v) AS lo", "min(lo)"),
+    ({"max"}, "max(v) AS hi", "max(hi)"),
+]
+_ALL_TOTALS = [t for _, _, t in _CELL_STATS]
+
+
+def _spread(row: tuple[Any, ...], ndims: int, totals: list[str]) -> tuple[Any, ...]:
+    """A roll-up row with only some statistics, laid out as ``_cube`` expects."""
+    got = dict(zip(totals, row[ndims:], strict=True))
+    return (*row[:ndims], *(got.get(t) for t in _ALL_TOTALS), None, None)
+
+
+def _cube(result: list[tuple[Any, ...]], ndims: int) -> Cube:
+    out: Cube = {}
+    for row in result:
+        key = tuple(None if k is None else int(k) for k in row[:ndims])
+        n, u, s, c, lo, hi, med, p90 = row[ndims:]
+        out[key] = Cell(int(n or 0), int(u or 0), s, int(c or 0), lo, hi, med, p90)
+    return out
+
+
+# -- dimensions from properties ----------------------------------------------------------------
+def property_column(report: Report, scope: str, name: Any, path: str,
+                    types: tuple[str, ...]) -> Column:
+    """The catalog column of a property usable here, or a 422 naming ``path``."""
+    if not isinstance(name, str) or not name:
+        raise ReportError(path, "must be a property name")
+    col = report.compiler().column(scope, name)
+    if col is None:
+        raise ReportError(path, f"no {scope} property {name!r} has been seen")
+    if col.type not in types:
+        raise ReportError(path, f"{scope} property {name!r} is a {col.type}; "
+                                f"expected {' or '.join(types)}")
+    return col
+
+
+def top_values(cur: duckdb.DuckDBPyConnection, sources: list[Rows], expr: str,
+               limit: int) -> tuple[list[Any], bool]:
+    """The ``limit`` most frequent values of ``expr`` over the rows of all ``sources``
+    (ties by value; an absent value, NULL, is a value too), and whether there are more."""
+    union = " UNION ALL ".join(f"SELECT {expr} AS g {s.sql}" for s in sources)
+    params = [p for s in sources for p in s.params]
+    got = cur.execute(f"SELECT g FROM ({union}) GROUP BY g ORDER BY count(*) DESC, g NULLS LAST "
+                      "LIMIT ?", [*params, limit + 1]).fetchall()
+    return [r[0] for r in got[:limit]], len(got) > limit
+
+
+def group_dim(expr: str, values: list[Any], other: bool) -> Dim:
+    """Index of ``expr`` among ``values``; everything else is ``len(values)`` ("other")."""
+    if not values:
+        return Dim("0", [], 1)
+    cases = " ".join(f"WHEN {expr} IS NOT DISTINCT FROM ? THEN {i}" for i in range(len(values)))
+    return Dim(f"(CASE {cases} ELSE {len(values)} END)", list(values), len(values) + other)
+
+
+# -- the rows of one event --------------------------------------------------------------------
+@dataclass
+class EventFilter:
+    """What narrows an event's rows besides name and time: compiled event property filters
+    (alias ``e``), profile filters (alias ``pf``) and the segment table, if any."""
+
+    where: tuple[str, list[Any]] = ("true", [])
+    profiles: tuple[str, list[Any]] = ("true", [])
+    segment: str | None = None
+
+
+PROFILE_JOIN = " LEFT JOIN profiles p ON p.user_id = e.user_id"
+
+
+def event_rows(event: str, lo: float, hi: float, f: EventFilter, join: str = "",
+               join_params: list[Any] | None = None) -> Rows:
+    """``FROM events e <join> WHERE event = ? AND ts in [lo, hi) AND ...``; the event's rows
+    are contiguous in events_sorted (ordered by (event, ts)), so only they are read."""
+    where = ["e.event = ?", "e.ts >= ?", "e.ts < ?"]
+    params: list[Any] = [event, to_ts(lo), to_ts(hi)]
+    if f.where[0] != "true":
+        where.append(f.where[0])
+        params += f.where[1]
+    if f.profiles[0] != "true":
+        # A semi-join on the matching profiles: cheaper than joining every event's profile.
+        where.append(f"e.user_id IN (SELECT pf.user_id FROM profiles pf WHERE {f.profiles[0]})")
+        params += f.profiles[1]
+    if f.segment is not None:
+        where.append(f"e.user_id IN (SELECT user_id FROM {f.segment})")
+    return Rows(f"FROM events e{join} WHERE {' AND '.join(where)}", [*(join_params or []),
+                                                                    *params])
