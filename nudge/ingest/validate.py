@@ -111,8 +111,10 @@ def normalize_props(props: Any, limits: Limits, depth: int = 1, prefix: str = ""
     if len(props) > limits.max_properties:
         raise RecordInvalid(E_LIMIT, f"more than {limits.max_properties} properties")
     short = limits.max_string_bytes // 4  # strings this short can't exceed the byte limit
+    max_name = limits.max_name_len
     for k, v in props.items():
-        check_name(k, f"property name {prefix}", limits)
+        if type(k) is not str or not 0 < len(k) <= max_name or not k.isprintable():
+            check_name(k, f"property name {prefix}".rstrip(), limits)
         t = type(v)
         if t is str:
             if len(v) <= short and not v.startswith("$D_"):

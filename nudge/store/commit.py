@@ -153,7 +153,10 @@ class Commit:
         event_rows = []
         for rec, uid in self.plan.events:
             uid = final(uid)
-            stats.setdefault(uid, EventStats()).add(rec.ts, seq)
+            st = stats.get(uid)
+            if st is None:
+                st = stats[uid] = EventStats()
+            st.add(rec.ts, seq)
             event_rows.append((seq, rec, uid))
             seq += 1
         rows = self._profile_rows(stats)
