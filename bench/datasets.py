@@ -181,7 +181,8 @@ class _Generator:
         cdf_all = _cdf(self.weight * alive)
         cdf_buy = _cdf(self.weight * (alive & self.buyer))
         names = list(EVENT_SHARES)
-        counts = rng.multinomial(int(self.per_day[d]), _cdf_p(np.array(list(EVENT_SHARES.values()))))
+        counts = rng.multinomial(int(self.per_day[d]),
+                                 _cdf_p(np.array(list(EVENT_SHARES.values()))))
         parts: list[tuple[str, np.ndarray, np.ndarray]] = []
         for name, n in zip(names, counts, strict=True):
             cdf = cdf_buy if name in BUYER_EVENTS else cdf_all

@@ -206,6 +206,33 @@ def chdb_queries() -> dict[str, str]:
     }
 
 
+STORE = "our store (events_sorted + events_recent)"
+STORE_RUNS = "  of which: events_sorted runs alone"
+CHDB = "chDB MergeTree ORDER BY (event, ts)"
+
+
+def load_chdb(path: Path, parquet: Path) -> Any:
+    """A chDB session with the events in MergeTree ORDER BY (event, ts), one part."""
+    from chdb import session
+
+    s = session.Session(str(path))
+    s.query("CREATE DATABASE IF NOT EXISTS b")
+    s.query("CREATE TABLE b.events (seq Int64, user_id Int64, "
+            "event LowCardinality(String), ts DateTime64(6), amount Nullable(Float64), "
+            "items Nullable(Float64), payment_mode Nullable(String), "
+            "price Nullable(Float64), city Nullable(String), category Nullable(String), "
+            "platform Nullable(String), product_id Nullable(String)) "
+            "ENGINE = MergeTree ORDER BY (event, ts)")
+    s.query(f"INSERT INTO b.events SELECT * FROM file('{parquet}', Parquet)")
+    s.query("OPTIMIZE TABLE b.events FINAL")
+    return s
+
+
+def _chdb_rows(s: Any, sql: str) -> list[tuple[str, ...]]:
+    text = str(s.query(sql, "CSV")).strip()
+    return [tuple(x.strip('"') for x in line.split(",")) for line in text.splitlines()]
+
+
 def _norm(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Results comparable across engines: days as dates, numbers as ints."""
     def one(v: Any) -> Any:
@@ -263,12 +290,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"events_sorted ({-(-sorted_ // args.compact_every)} compaction runs), {recent:,} "
               f"in events_recent", flush=True)
 
-        def bench(run: Callable[[], Any]) -> tuple[float, Any]:
-            out = run()
-            times = common.timed(run, args.reps, warmup=0)
-            return common.median(times) * 1000, out
-
-        # (a) property filters
+        # (a) property filters, interleaved rounds as below
         same = {k: k for k in cols}
         filters = [
             ("City = 'Lucknow'", "city = 'Lucknow'", "props->>'City' = 'Lucknow'",
@@ -276,71 +298,64 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ("Amount > 500", "amount > 500", "(props->>'Amount')::DOUBLE > 500",
              "props['Amount']::DOUBLE > 500"),
         ]
+        fsql = {(label, kind): f"SELECT count(*) FROM {table} WHERE {cond}"
+                for label, typed, js, mp in filters
+                for kind, table, cond in (("typed", "gen", typed), ("json", "t_json", js),
+                                          ("map", "t_map", mp))}
+        fout = {k: con.execute(q).fetchall() for k, q in fsql.items()}  # also the warm-up
+        fms: dict[tuple[str, str], list[float]] = {k: [] for k in fsql}
+        for _ in range(args.reps):
+            for k, q in fsql.items():
+                t0 = time.perf_counter()
+                con.execute(q).fetchall()
+                fms[k].append((time.perf_counter() - t0) * 1000)
         arows, checks = [], []
-        for label, typed, js, mp in filters:
-            res = {}
-            for kind, table, cond in (("typed", "gen", typed), ("json", "t_json", js),
-                                      ("map", "t_map", mp)):
-                ms, out = bench(lambda t=table, c=cond: con.execute(
-                    f"SELECT count(*) FROM {t} WHERE {c}").fetchall())
-                res[kind] = (ms, out)
-            checks.append(len({str(v[1]) for v in res.values()}) == 1)
-            base = res["typed"][0]
-            arows.append([label, f"{res['typed'][1][0][0]:,}", base, res["json"][0],
-                          f"{res['json'][0] / base:.1f}x", res["map"][0],
-                          f"{res['map'][0] / base:.1f}x"])
+        for label, *_ in filters:
+            ms = {kind: common.median(fms[(label, kind)]) for kind in ("typed", "json", "map")}
+            checks.append(len({str(fout[(label, kind)]) for kind in ms}) == 1)
+            arows.append([label, f"{fout[(label, 'typed')][0][0]:,}", ms["typed"], ms["json"],
+                          f"{ms['json'] / ms['typed']:.1f}x", ms["map"],
+                          f"{ms['map'] / ms['typed']:.1f}x"])
         print(f"\n(a) property filter, count(*) over {args.events:,} rows in time order "
               "(ms, median):")
         print(common.table(["filter", "matches", "typed column", "JSON ->>", "JSON ÷ typed",
                             "MAP", "MAP ÷ typed"], arows))
         result["filters"] = arows
 
-        # (b) and (c): physical order
-        variants: dict[str, Callable[[str], Any]] = {
-            "time order": lambda sql: con.execute(sql).fetchall(),
-            "(event, ts) order": lambda sql: con.execute(sql).fetchall(),
-        }
-        tables = {"time order": ("gen", same), "(event, ts) order": ("t_event_ts", same)}
+        # (b) and (c): physical order. Rounds are interleaved (every query of every variant
+        # once per round), so the machine's noise hits all variants alike.
         store_cur = store.cursor()
-        timings: dict[str, dict[str, float]] = {}
-        answers: dict[str, dict[str, Any]] = {}
-        for name, (table, c) in tables.items():
-            timings[name], answers[name] = {}, {}
-            for q, sql in queries(table, c).items():
-                ms, out = bench(lambda s=sql, v=variants[name]: v(s))
-                timings[name][q], answers[name][q] = ms, _norm(out)
-        name = "our store (events_sorted + events_recent)"
-        timings[name], answers[name] = {}, {}
-        for q, sql in queries("events", cols).items():
-            ms, out = bench(lambda s=sql: store_cur.execute(s).fetchall())
-            timings[name][q], answers[name][q] = ms, _norm(out)
+        runners: dict[str, dict[str, Callable[[], Any]]] = {}
+        for name, table, c, cur in (
+                ("time order", "gen", same, con), ("(event, ts) order", "t_event_ts", same, con),
+                (STORE, "events", cols, store_cur),
+                (STORE_RUNS, "events_sorted", cols, store_cur)):
+            runners[name] = {q: (lambda sql=sql, cur=cur: cur.execute(sql).fetchall())
+                             for q, sql in queries(table, c).items()}
+        s = None
         if not args.no_chdb:
-            from chdb import session
-
-            s = session.Session(str(tmp / "chdb"))
-            s.query("CREATE DATABASE IF NOT EXISTS b")
-            s.query("CREATE TABLE b.events (seq Int64, user_id Int64, "
-                    "event LowCardinality(String), ts DateTime64(6), amount Nullable(Float64), "
-                    "items Nullable(Float64), payment_mode Nullable(String), "
-                    "price Nullable(Float64), city Nullable(String), category Nullable(String), "
-                    "platform Nullable(String), product_id Nullable(String)) "
-                    "ENGINE = MergeTree ORDER BY (event, ts)")
-            s.query(f"INSERT INTO b.events SELECT * FROM file('{parquet}', Parquet)")
-            s.query("OPTIMIZE TABLE b.events FINAL")
-            name = "chDB MergeTree ORDER BY (event, ts)"
-            timings[name], answers[name] = {}, {}
-            for q, sql in chdb_queries().items():
-                def run(sql: str = sql) -> Any:
-                    text = str(s.query(sql, "CSV")).strip()
-                    return [tuple(x.strip('"') for x in line.split(",")) for line in
-                            text.splitlines()]
-                ms, out = bench(run)
-                timings[name][q], answers[name][q] = ms, _norm(out)
+            s = load_chdb(tmp / "chdb", parquet)
+            runners[CHDB] = {q: (lambda sql=sql: _chdb_rows(s, sql))
+                             for q, sql in chdb_queries().items()}
+        answers = {name: {q: _norm(run()) for q, run in qs.items()}  # also the warm-up
+                   for name, qs in runners.items()}
+        samples: dict[str, dict[str, list[float]]] = {
+            name: {q: [] for q in qs} for name, qs in runners.items()}
+        for _ in range(args.reps):
+            for name, qs in runners.items():
+                for q, run in qs.items():
+                    t0 = time.perf_counter()
+                    run()
+                    samples[name][q].append((time.perf_counter() - t0) * 1000)
+        timings = {name: {q: common.median(v) for q, v in qs.items()}
+                   for name, qs in samples.items()}
+        answers.pop(STORE_RUNS)  # holds only the compacted rows: not the same answer
+        if s is not None:
             s.close()
         store_cur.close()
 
         ref = timings["time order"]
-        ch = timings.get("chDB MergeTree ORDER BY (event, ts)")
+        ch = timings.get(CHDB)
         brows = []
         for name, t_ in timings.items():
             best_trend = min(v for k, v in t_.items() if k.startswith("trend"))

@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"{m['reads'] / m['bare_duckdb']:.2f}"])
     if "layout" in out:
         t = out["layout"]["timings"]
-        ours = t["our store (events_sorted + events_recent)"]
-        ch = t.get("chDB MergeTree ORDER BY (event, ts)")
+        ours = t[layout.STORE]
+        ch = t.get(layout.CHDB)
         best = min(ours["trend"], ours["trend, dedup first"])
         if ch:
             rows += [["segment query ms, our store", ours["segment"],

@@ -148,6 +148,35 @@ for line in open("/proc/self/status"):
 """
 
 
+_STORE_MEMORY = r"""
+import json, sys
+from pathlib import Path
+
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+
+from nudge.config import load_settings
+from nudge.store.account import AccountStore
+before = rss()
+store = AccountStore("m", Path(sys.argv[1]), load_settings(data_dir=Path(sys.argv[1]).parent))
+after = rss()
+ids = store.dedup
+dedup = sys.getsizeof(ids) + sum(sys.getsizeof(x) for x in ids)
+print(json.dumps({"imports": before, "opened": after, "dedup_ids": len(ids),
+                  "dedup_bytes": dedup}))
+store.close()
+"""
+
+
+def store_memory(db: Path) -> dict[str, int]:
+    """What opening the account store costs: RSS before/after, and the dedup set's size."""
+    out = subprocess.run([sys.executable, "-c", _STORE_MEMORY, str(db)], check=True,
+                         capture_output=True, text=True, cwd=common.ROOT).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def memory(srv: common.Server, users: list[str], http_events: int, db: Path,
            ) -> dict[str, Any]:
     """RSS of the server: idle, after reads, after more events over HTTP; bare DuckDB."""
@@ -237,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         rng = random.Random(3)
         users = [f"u{rng.randrange(args.users)}" for _ in range(args.reads)]
+        opened = store_memory(srv.db_path)
         mem = memory(srv, users, args.http_events, srv.db_path)
         print()
         mrows = [["nudge serve, after startup", mem["startup"] / MiB],
@@ -248,10 +278,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       mem["bare_duckdb"] / MiB])
         print(common.table(["process", "VmRSS MiB"], mrows))
         print(f"# server ÷ bare DuckDB: {mem['reads'] / mem['bare_duckdb']:.1f}x after the reads")
+        print(f"# opening the store alone (in a fresh process) adds "
+              f"{(opened['opened'] - opened['imports']) / MiB:.0f} MiB of RSS; of that the "
+              f"dedup window holds {opened['dedup_ids']:,} message ids in a Python set: "
+              f"{opened['dedup_bytes'] / MiB:.0f} MiB "
+              f"({opened['dedup_bytes'] / max(opened['dedup_ids'], 1):.0f} bytes/id)")
         print(f"# load average after: {common.loadavg()}")
         return {"events": n, "before": before, "after": after, "arrival": arrival,
                 "arrival_no_id": arrival_no_id, "sorted": sorted_, "sorted_no_id": sorted_no_id,
-                "refs": refs, "json": loaded["json_bytes"], "memory": mem, "load": loaded}
+                "refs": refs, "json": loaded["json_bytes"], "memory": mem, "load": loaded,
+                "opened": opened}
     finally:
         srv.cleanup()
         import shutil

@@ -198,21 +198,28 @@ def test_event_and_profile_filters(srv: NudgeServer, data: Data) -> None:
         second, out["buckets"], "day", "total")
 
 
-def test_segment_filter_definition_and_saved(srv: NudgeServer, data: Data) -> None:
-    definition = {"profile": {"property": "City", "op": "in", "value": ["Paris", "Oslo"]}}
-    r = httpx.post(srv.url + "/1/segments", headers=srv.headers,
-                   json={"name": "paris or oslo", "definition": definition})
-    assert r.status_code == 201, r.text
+SEGMENT = {"profile": {"property": "City", "op": "in", "value": ["Paris", "Oslo"]}}
+
+
+def _segment_trend(srv: NudgeServer, data: Data, segment: dict[str, Any]) -> None:
     members = {p.identity for p in data.people.values()
                if p.props.get("City") in ("Paris", "Oslo")}
     rows = data.rows("View", *MARCH, lambda e: e.user in members)
-    for segment in (definition, {"id": r.json()["id"]}):
-        out = trend(srv, [{"event": "View", "measure": "unique_users"}], *MARCH,
-                    segment=segment)
-        s = out["series"][0]
-        assert (s["values"], s["total"]) == expected(rows, out["buckets"], "day",
-                                                     "unique_users")
-        assert 0 < s["total"] < len({e.user for e in data.rows("View", *MARCH)})
+    out = trend(srv, [{"event": "View", "measure": "unique_users"}], *MARCH, segment=segment)
+    s = out["series"][0]
+    assert (s["values"], s["total"]) == expected(rows, out["buckets"], "day", "unique_users")
+    assert 0 < s["total"] < len({e.user for e in data.rows("View", *MARCH)})
+
+
+def test_segment_filter(srv: NudgeServer, data: Data) -> None:
+    _segment_trend(srv, data, SEGMENT)
+
+
+def test_saved_segment_filter(srv: NudgeServer, data: Data) -> None:
+    r = httpx.post(srv.url + "/1/segments", headers=srv.headers,
+                   json={"name": "paris or oslo", "definition": SEGMENT})
+    assert r.status_code == 201, r.text
+    _segment_trend(srv, data, {"id": r.json()["id"]})
 
 
 # -- empty results and late events ----------------------------------------------------------------
@@ -232,20 +239,16 @@ def test_empty_results(srv: NudgeServer) -> None:
     assert all(s["groups"] == [] for s in out["series"])
 
 
-def test_late_events_count_in_their_own_bucket(tmp_path: Path) -> None:
-    srv = start_server(tmp_path)
-    try:
-        day = local(2026, 3, 10)
-        body = [{"event": "Late"}]
-        srv.upload([{"type": "event", "identity": "x", "ts": day + 7200, "evtName": "Late"}])
-        before = trend(srv, body, day - 2 * 86400, day + 86400)["series"][0]["values"]
-        # An event of two days earlier arrives after newer ones (and after a query).
-        srv.upload([{"type": "event", "identity": "y", "ts": day - 2 * 86400 + 60,
-                     "evtName": "Late"}])
-        after = trend(srv, body, day - 2 * 86400, day + 86400)["series"][0]["values"]
-        assert (before, after) == ([0, 0, 1], [1, 0, 1])
-    finally:
-        srv.stop()
+def test_late_events_count_in_their_own_bucket(srv: NudgeServer) -> None:
+    lo, hi = local(2026, 4, 1), local(2026, 4, 4)
+    body = [{"event": "Late"}]
+    srv.upload([{"type": "event", "identity": "late-1", "ts": lo + 2 * 86400 + 7200,
+                 "evtName": "Late"}])
+    before = trend(srv, body, lo, hi)["series"][0]["values"]
+    # An event of two days earlier arrives after a newer one (and after a query).
+    srv.upload([{"type": "event", "identity": "late-2", "ts": lo + 60, "evtName": "Late"}])
+    after = trend(srv, body, lo, hi)["series"][0]["values"]
+    assert (before, after) == ([0, 0, 1], [1, 0, 1])
 
 
 # -- ClickHouse agrees on unique counts ------------------------------------------------------------

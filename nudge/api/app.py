@@ -16,7 +16,7 @@ from nudge.tenancy.accounts import AccountDirectory
 
 from . import errors
 from .context import Nudge
-from .routes import analytics, ingest, ops, profiles, segments
+from .routes import analytics, analytics_paths, ingest, ops, profiles, segments
 
 log = logging.getLogger("nudge.api")
 
@@ -45,6 +45,6 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Nudge", version=__version__, lifespan=lifespan)
     app.state.nudge = nudge
     errors.install(app)
-    for module in (ingest, profiles, segments, analytics, ops):
+    for module in (ingest, profiles, segments, analytics, analytics_paths, ops):
         app.include_router(module.router)
     return app

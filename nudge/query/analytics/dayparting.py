@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from nudge.query.segments.compiler import to_ts
 
-from .buckets import DAY_S, US, iso_local, local_us_sql, offset_periods
+from .buckets import US, iso_local, local_us_sql, offset_periods
 from .common import Report, ReportError
-from .rollup import Dim, EventFilter, aggregate, event_rows, user_range
+from .rollup import Dim, EventFilter, Rows, aggregate, event_rows, user_range
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MEASURES = ("total", "unique_users")
@@ -67,8 +67,11 @@ class Dayparting:
             join = ""
             local, local_params = local_us_sql(offset_periods(self.report.tz, self.lo, self.hi))
         rows = event_rows(self.event, self.lo, self.hi, f, join)
-        dims = [Dim(f"(({local} // {DAY_S * US}) + 3) % 7", local_params, 7),  # Monday = 0
-                Dim(f"({local} // {3600 * US}) % 24", local_params, 24)]
+        # The local hour number once per row; weekday and hour of day derive from it.
+        rows = Rows(f"FROM (SELECT e.user_id, {local} // {3600 * US} AS lh {rows.sql}) e",
+                    [*local_params, *rows.params])
+        dims = [Dim("(e.lh // 24 + 3) % 7", [], 7),  # 1970-01-01 was a Thursday; Monday = 0
+                Dim("e.lh % 24", [], 24)]
         stats = {"count", "users"} if self.measure == "unique_users" else {"count"}
         cube = aggregate(cur, rows, dims, stats, None, user_range(cur))
         return self._response(cube)

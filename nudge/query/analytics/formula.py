@@ -40,8 +40,9 @@ class Formula:
             raise FormulaError(f"longer than {MAX_LENGTH} characters")
         parser = _Parser(_tokens(text), letters)
         tree = parser.expression()
-        if parser.peek() is not None:
-            raise FormulaError(f"unexpected {parser.peek()[1]!r}")
+        rest = parser.peek()
+        if rest is not None:
+            raise FormulaError(f"unexpected {rest[1]!r}")
         return cls(text, tree)
 
     def evaluate(self, values: Mapping[str, float | None]) -> float | None:

@@ -30,7 +30,8 @@ def live_summary(store: AccountStore, tz: ZoneInfo, now: float,
     """Per minute (the current one included) events and distinct users, totals over the
     window, and the most frequent events. Events stamped in the future are not counted."""
     first = (int(now) // 60 - (WINDOW_MINUTES - 1)) * 60
-    where, params = "ts >= ? AND ts <= ?", [to_ts(first), to_ts(now)]
+    where = "ts >= ? AND ts <= ?"
+    params: list[Any] = [to_ts(first), to_ts(now)]
     if event is not None:
         where += " AND event = ?"
         params.append(event)
@@ -68,7 +69,7 @@ def latest_seq(store: AccountStore) -> int:
         return int(cur.execute(
             "SELECT greatest((SELECT coalesce(max(seq), 0) FROM events_recent), "
             "(SELECT coalesce(max(value::BIGINT), 0) FROM meta "
-            "WHERE key = 'compacted_through'))").fetchone()[0])
+            "WHERE key = 'compacted_through'))").fetchall()[0][0])
 
 
 def events_after(store: AccountStore, after: int, event: str | None = None,

@@ -39,7 +39,7 @@ MAX_BINS = 200
 class Dimension:
     name: str  # "rows" or "columns"
     scope: str
-    property: str
+    prop: str
     column: Column
     limit: int
 
@@ -52,7 +52,7 @@ class Dimension:
                                         for v in values]
         if other:
             groups.append({"other": True})
-        return {"scope": self.scope, "property": self.property, "groups": groups}
+        return {"scope": self.scope, "property": self.prop, "groups": groups}
 
 
 class _Source:
@@ -182,7 +182,7 @@ class Histogram:
         rows = self.source.rows(False)
         count, missing, vmin, vmax = cur.execute(
             f"SELECT count({self.value}), count(*) - count({self.value}), min({self.value}), "
-            f"max({self.value}) {rows.sql}", rows.params).fetchone()
+            f"max({self.value}) {rows.sql}", rows.params).fetchall()[0]
         lo = self.min if self.min is not None else vmin
         hi = self.max if self.max is not None else vmax
         out: dict[str, Any] = {"source": self.source.kind, "property": self.property,

@@ -26,8 +26,7 @@ from .common import Report, ReportError
 
 # Bitmap memory per query (each DuckDB thread keeps partial states of its own).
 BITMAP_BUDGET_BYTES = 64 * 2**20
-STATS = ("count", "users", "sum", "values", "min", "max", "median", "p90")
-QUANTILES = {"median": 0.5, "p90": 0.9}
+QUANTILES = ("median", "p90")
 GROUPABLE = ("string", "number", "boolean")
 
 
@@ -65,9 +64,12 @@ Cube = dict[tuple[int | None, ...], Cell]
 
 
 def user_range(cur: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
-    """The account's user-id range (every event's user has a profile row)."""
-    lo, hi = cur.execute("SELECT min(user_id), max(user_id) FROM profiles").fetchone()
-    return None if lo is None else (int(lo), int(hi))
+    """The range of every user id allocated so far (profiles, and ids merged away), which
+    holds every event's user; None when there are none."""
+    row = cur.execute(
+        "SELECT min(id), max(id) FROM (SELECT user_id AS id FROM profiles "
+        "UNION ALL SELECT from_id FROM profile_merges)").fetchone()
+    return None if row is None or row[0] is None else (int(row[0]), int(row[1]))
 
 
 def aggregate(cur: duckdb.DuckDBPyConnection, rows: Rows, dims: list[Dim], stats: set[str],
@@ -77,16 +79,16 @@ def aggregate(cur: duckdb.DuckDBPyConnection, rows: Rows, dims: list[Dim], stats
     ``value`` is the SQL of the measured number property; ``users`` the user-id range
     (from :func:`user_range`, in the same transaction).
     """
+    if stats & set(QUANTILES) or ("users" in stats and not _bitmaps_fit(dims, users)):
+        return _from_rows(cur, rows, dims, stats, value)
+    return _from_cells(cur, rows, dims, stats, value, users)
+
+
+def _bitmaps_fit(dims: list[Dim], users: tuple[int, int] | None) -> bool:
     cells = 1
     for d in dims:
         cells *= max(d.size, 1)
-    bitmap = users is not None and cells * (users[1] - users[0] + 1) / 8 <= BITMAP_BUDGET_BYTES
-    if "users" in stats and bitmap and not stats & set(QUANTILES):
-        try:
-            return _from_cells(cur, rows, dims, stats, value, users)  # type: ignore[arg-type]
-        except duckdb.OutOfRangeException:
-            pass  # a user id outside the profiles' range: count the slow way instead
-    return _from_rows(cur, rows, dims, stats, value)
+    return users is not None and cells * (users[1] - users[0] + 1) / 8 <= BITMAP_BUDGET_BYTES
 
 
 def _inner(rows: Rows, dims: list[Dim], value: str | None) -> tuple[str, list[Any]]:
@@ -98,48 +100,47 @@ def _inner(rows: Rows, dims: list[Dim], value: str | None) -> tuple[str, list[An
     return f"SELECT {', '.join(cols)} {rows.sql}", params + rows.params
 
 
+# Per statistic (in ``Cell`` order): its aggregate over rows, its partial aggregate per cell
+# and the roll-up of those partials (None: cannot be rolled up from cells).
+_AGGREGATES: list[tuple[str, str, str | None, str | None]] = [
+    ("count", "count(*)", "count(*) AS n", "sum(n)::BIGINT"),
+    ("users", "count(DISTINCT uid)", "bitstring_agg(uid, ?, ?) AS u", "bit_count(bit_or(u))"),
+    ("sum", "sum(v)", "sum(v) AS s", "sum(s)"),
+    ("values", "count(v)", "count(v) AS c", "sum(c)::BIGINT"),
+    ("min", "min(v)", "min(v) AS lo", "min(lo)"),
+    ("max", "max(v)", "max(v) AS hi", "max(hi)"),
+    ("median", "quantile_cont(v, 0.5)", None, None),
+    ("p90", "quantile_cont(v, 0.9)", None, None),
+]
+
+
+def _wanted(stat: str, stats: set[str]) -> bool:
+    return stat in stats or stat == "count"  # the row count is nearly free: always taken
+
+
 def _from_rows(cur: duckdb.DuckDBPyConnection, rows: Rows, dims: list[Dim], stats: set[str],
                value: str | None) -> Cube:
+    """Every grouping of the raw rows (``GROUP BY CUBE``): exact for any statistic."""
     inner, params = _inner(rows, dims, value)
-    aggs = ["count(*)", "count(DISTINCT uid)" if "users" in stats else "0",
-            "sum(v)", "count(v)", "min(v)", "max(v)"]
-    aggs += [f"quantile_cont(v, {q})" if name in stats else "NULL"
-             for name, q in QUANTILES.items()]
+    aggs = [agg if _wanted(stat, stats) else "NULL" for stat, agg, _, _ in _AGGREGATES]
     names = ", ".join(f"d{i}" for i in range(len(dims)))
     sql = f"SELECT {names}, {', '.join(aggs)} FROM ({inner}) GROUP BY CUBE ({names})"
     return _cube(cur.execute(sql, params).fetchall(), len(dims))
 
 
 def _from_cells(cur: duckdb.DuckDBPyConnection, rows: Rows, dims: list[Dim], stats: set[str],
-                value: str | None, users: tuple[int, int]) -> Cube:
+                value: str | None, users: tuple[int, int] | None) -> Cube:
+    """Partial aggregates per cell (one pass over the rows, one small hash table), then
+    every subtotal from the cells. Only the statistics asked for: each costs time per row."""
     inner, params = _inner(rows, dims, value)
     names = ", ".join(f"d{i}" for i in range(len(dims)))
-    # Only the partial aggregates asked for: each costs time per row.
-    parts = [(cell, total) for stat, cell, total in _CELL_STATS if stat & stats]
-    cells = (f"SELECT {names}, {', '.join(c for c, _ in parts)} "
-             f"FROM ({inner}) GROUP BY ALL")
-    totals = ", ".join(t for _, t in parts)
-    sql = f"SELECT {names}, {totals} FROM ({cells}) GROUP BY CUBE ({names})"
-    result = cur.execute(sql, [*users, *params]).fetchall()
-    return _cube([_spread(r, len(dims), [t for _, t in parts]) for r in result], len(dims))
-
-
-# (stats served, per-cell aggregate, its roll-up): count and users are always wanted.
-_CELL_STATS = [
-    ({"count", "users"}, "count(*) AS n", "sum(n)::BIGINT"),
-    ({"users"}, "bitstring_agg(uid, ?, ?) AS u", "bit_count(bit_or(u))"),
-    ({"sum"}, "sum(v) AS s", "sum(s)"),
-    ({"values"}, "count(v) AS c", "sum(c)::BIGINT"),
-    ({"min"}, "min(v) AS lo", "min(lo)"),
-    ({"max"}, "max(v) AS hi", "max(hi)"),
-]
-_ALL_TOTALS = [t for _, _, t in _CELL_STATS]
-
-
-def _spread(row: tuple[Any, ...], ndims: int, totals: list[str]) -> tuple[Any, ...]:
-    """A roll-up row with only some statistics, laid out as ``_cube`` expects."""
-    got = dict(zip(totals, row[ndims:], strict=True))
-    return (*row[:ndims], *(got.get(t) for t in _ALL_TOTALS), None, None)
+    cells = ", ".join(cell for stat, _, cell, _ in _AGGREGATES if cell and _wanted(stat, stats))
+    totals = ", ".join(total if total and _wanted(stat, stats) else "NULL"
+                       for stat, _, _, total in _AGGREGATES)
+    bounds = list(users or ()) if "users" in stats else []
+    sql = (f"SELECT {names}, {totals} FROM (SELECT {names}, {cells} FROM ({inner}) "
+           f"GROUP BY ALL) GROUP BY CUBE ({names})")
+    return _cube(cur.execute(sql, [*bounds, *params]).fetchall(), len(dims))
 
 
 def _cube(result: list[tuple[Any, ...]], ndims: int) -> Cube:

@@ -51,7 +51,7 @@ class Series:
     key: str
     event: str
     measure: str
-    property: str | None
+    prop: str | None
     column: Column | None
     where: tuple[str, list[Any]]  # compiled event property filters
 
@@ -59,7 +59,7 @@ class Series:
 @dataclass(frozen=True)
 class Breakdown:
     scope: str
-    property: str
+    prop: str
     column: Column
     limit: int
 
@@ -206,12 +206,12 @@ class Trends:
                                             for v in groups]
             if other:
                 labels.append({"other": True})
-            out["breakdown"] = {"scope": b.scope, "property": b.property, "groups": labels}
+            out["breakdown"] = {"scope": b.scope, "property": b.prop, "groups": labels}
         return out
 
     def _series_json(self, s: Series, cube: Cube, buckets: Buckets, groups: list[Any],
                      other: bool) -> dict[str, Any]:
-        out = {"key": s.key, "event": s.event, "measure": s.measure, "property": s.property}
+        out = {"key": s.key, "event": s.event, "measure": s.measure, "property": s.prop}
         out.update(_values(cube, s.measure, len(buckets), len(groups) + other,
                            self.breakdown is not None))
         return out

@@ -39,6 +39,7 @@ from .model import (
     Window,
 )
 
+EVENT_SOURCES = ("events", "events_sorted")
 UNIVERSE = "SELECT user_id FROM profiles"
 # An event's position in a person's history, (ts, seq) as one orderable number (seq breaks
 # ties between equal timestamps; it is below 2^63): cheaper to aggregate than a struct.
@@ -102,8 +103,15 @@ class Compiler:
 
     def __init__(self, catalog: PropertyCatalog, now: float, timezone: str = "UTC", *,
                  strict: bool = False, user_id: int | None = None,
-                 segment_table: Callable[[int], str] | None = None) -> None:
+                 segment_table: Callable[[int], str] | None = None,
+                 events: str = "events") -> None:
+        if events not in EVENT_SOURCES:
+            raise ValueError(f"events must be one of {EVENT_SOURCES}")
         self.catalog = catalog
+        # ``events_sorted`` when the caller knows events_recent is empty in its snapshot:
+        # DuckDB keeps the table's statistics (user id range, ...) for a plain table scan
+        # and not through the ``events`` UNION ALL view.
+        self.events = events
         self.now = now
         self.tz = ZoneInfo(timezone)
         self.strict = strict
@@ -198,7 +206,7 @@ class Compiler:
         """``SELECT <select> FROM events e WHERE event = ? AND <window> AND <filters>``."""
         where = ["e.event = ?"]
         params: list[Any] = [spec.event]
-        source = "events e"
+        source = f"{self.events} e"
         if window.kind == "last":
             where.append("e.ts >= ?")
             params.append(to_ts(self.now - window.seconds))
@@ -209,7 +217,7 @@ class Compiler:
                 where.append("e.ts < ?")
                 params.append(to_ts(window.end or 0))
         elif window.kind == "first_days" and not since_only:
-            source = "events e JOIN profiles p ON p.user_id = e.user_id"
+            source = f"{self.events} e JOIN profiles p ON p.user_id = e.user_id"
             where.append("e.ts < p.first_seen + to_seconds(?::DOUBLE)")
             params.append(window.seconds)
         if self.user_id is not None:

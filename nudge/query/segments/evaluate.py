@@ -40,30 +40,51 @@ class SegmentEngine:
         evaluated on the same cursor first."""
         now = clock.now() if now is None else now
         with self.store.cursor() as cur:
-            stack: list[int] = []
+            return self._on(cur, node, fn, user_id, strict, now)
 
-            def table(segment_id: int) -> str:
-                if segment_id in stack:
-                    raise DefinitionError("$", f"segments refer to each other in a cycle: "
-                                               f"{' → '.join(map(str, [*stack, segment_id]))}")
-                if self.load_saved is None:
-                    raise DefinitionError("$", "segment references need saved segments")
-                ref = self.load_saved(segment_id)
-                stack.append(segment_id)
-                try:
-                    sql = self.compiler(now, user_id, strict, table).members(ref)
-                finally:
-                    stack.pop()
-                name = f"_segment_{int(segment_id)}"
-                cur.register(name, cur.execute(sql.text, sql.params).arrow())
-                return name
+    def _events_source(self) -> str:
+        """``events_sorted`` when every acknowledged event has been compacted, else the
+        ``events`` view. Reads next_seq before compacted_through: both only grow, next_seq
+        grows before a commit is acknowledged and compacted_through after a compaction
+        committed, so "all compacted" is never concluded while acknowledged events are
+        still in events_recent (events not yet acknowledged may be missed, as by any query
+        that starts before their acknowledgement)."""
+        assigned = self.store.next_seq - 1
+        return "events_sorted" if assigned <= self.store.compacted_through else "events"
 
-            return fn(cur, self.compiler(now, user_id, strict, table))
+    def _on(self, cur: duckdb.DuckDBPyConnection, node: Node,
+            fn: Callable[[duckdb.DuckDBPyConnection, Compiler], Any],
+            user_id: int | None, strict: bool, now: float) -> Any:
+        events = self._events_source()
+        stack: list[int] = []
+
+        def table(segment_id: int) -> str:
+            if segment_id in stack:
+                raise DefinitionError("$", f"segments refer to each other in a cycle: "
+                                           f"{' → '.join(map(str, [*stack, segment_id]))}")
+            if self.load_saved is None:
+                raise DefinitionError("$", "segment references need saved segments")
+            ref = self.load_saved(segment_id)
+            stack.append(segment_id)
+            try:
+                sql = self.compiler(now, user_id, strict, table, events).members(ref)
+            finally:
+                stack.pop()
+            name = f"_segment_{int(segment_id)}"
+            # Materialize: .arrow() is a lazy reader on this cursor, which the next
+            # execute on the cursor invalidates (the reference then read as empty, or hung).
+            ids = cur.execute(sql.text, sql.params).arrow()
+            if isinstance(ids, pa.RecordBatchReader):
+                ids = ids.read_all()
+            cur.register(name, ids)
+            return name
+
+        return fn(cur, self.compiler(now, user_id, strict, table, events))
 
     def compiler(self, now: float, user_id: int | None = None, strict: bool = False,
-                 table: Callable[[int], str] | None = None) -> Compiler:
+                 table: Callable[[int], str] | None = None, events: str = "events") -> Compiler:
         return Compiler(self.store.catalog, now, self.timezone, strict=strict,
-                        user_id=user_id, segment_table=table)
+                        user_id=user_id, segment_table=table, events=events)
 
     def sql(self, node: Node, *, strict: bool = False, now: float | None = None) -> Sql:
         """The members query (referenced segments appear as ``_segment_<id>`` tables)."""
