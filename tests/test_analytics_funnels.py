@@ -19,8 +19,16 @@ from typing import Any
 
 import httpx
 import pytest
-from analytics_paths_reference import US, Ev, Reach, chdb_rows, funnel_counts, funnel_report, \
-    is_event, to_parquet
+from analytics_paths_reference import (
+    US,
+    Ev,
+    Reach,
+    chdb_rows,
+    funnel_counts,
+    funnel_report,
+    is_event,
+    to_parquet,
+)
 from analytics_reference import TZ, local, post, quantile, ranked, rejected, start_server
 
 from conftest import NudgeServer

@@ -190,20 +190,22 @@ def clickhouse(data: list[Ev], tmp: Path, body: dict[str, Any], cohort_dates: li
         start += " AND ts = first"
     back = "event = 'Buy' AND p >= 1" if body.get("return") else "event = 'Open'"
     cmp = "=" if body.get("mode", "bracketed") == "bracketed" else ">="
-    out = {}
-    for d in cohort_dates:
-        c = f"{rel}(toDateTime('{d} 12:00:00', '{TZ_NAME}'), '{TZ_NAME}')"
-        conds = [f"{start} AND {period} = {c}"] + [
-            f"{back} AND {period} {cmp} {c} + {k}" for k in range(body["periods"] + 1)]
-        rows = chdb_rows(f"""
-            SELECT sumForEach(r) AS cells FROM (
-              SELECT user, retention({', '.join(f'ifNull({x}, 0)' for x in conds)}) AS r
-              FROM file('{path}', Parquet) AS e
-              LEFT JOIN (SELECT user, min(ts) AS first FROM file('{path}', Parquet)
-                         WHERE event = 'Open' GROUP BY user) f USING user
-              GROUP BY user)""")
-        out[label(d)] = [int(x) for x in rows[0]["cells"]]
-    return out
+    cohorts = ", ".join(f"{rel}(toDateTime('{d} 12:00:00', '{TZ_NAME}'), '{TZ_NAME}')"
+                        for d in cohort_dates)
+    conds = [f"{start} AND {period} = c"] + [
+        f"{back} AND {period} {cmp} c + {k}" for k in range(body["periods"] + 1)]
+    # Every user once per cohort (ARRAY JOIN): one query for all cohorts.
+    rows = chdb_rows(f"""
+        SELECT c, sumForEach(r) AS cells FROM (
+          SELECT user, c, retention({', '.join(f'ifNull({x}, 0)' for x in conds)}) AS r
+          FROM file('{path}', Parquet) AS e
+          LEFT JOIN (SELECT user, min(ts) AS first FROM file('{path}', Parquet)
+                     WHERE event = 'Open' GROUP BY user) f USING user
+          ARRAY JOIN [{cohorts}] AS c
+          GROUP BY user, c) GROUP BY c""")
+    by_number = {int(r["c"]): [int(x) for x in r["cells"]] for r in rows}
+    numbers = chdb_rows(f"SELECT [{cohorts}] AS n")[0]["n"]
+    return {label(d): by_number[int(n)] for d, n in zip(cohort_dates, numbers, strict=True)}
 
 
 @pytest.mark.parametrize(("interval", "cohort", "mode", "ret"), [

@@ -34,12 +34,15 @@ UPDATE = os.environ.get("NUDGE_UPDATE_GOLDEN") == "1"
 NOW = 1_700_000_000  # 2023-11-14 22:13:20 UTC; snapshots hold times relative to it
 H, DAY = 3600, 86400
 EVIL = "x'); DROP TABLE events; --"
+# A birthday in three days' time (day and month), 40 years ago.
+_SOON = dt.datetime.fromtimestamp(NOW + 3 * DAY, dt.UTC)
+BIRTHDAY = int(_SOON.replace(year=_SOON.year - 40).timestamp())
 
 # -- the fixed dataset: (identity, profile, email, phone, token kinds, events) ----------------
 PEOPLE: list[tuple[str, dict[str, Any], str | None, str | None, list[str],
                    list[tuple[str, float, dict[str, Any]]]]] = [
     ("ann", {"City": "Paris", "Age": 34, "VIP": True, "Tags": ["gold", "5"],
-             "Birthday": f"$D_{NOW + 3 * DAY - 40 * 365 * DAY}", "MSG-email": True,
+             "Birthday": f"$D_{BIRTHDAY}", "MSG-email": True,
              "Plan": "pro"}, "ann@example.com", "+15550001", ["fcm"],
      [("Charged", NOW - 2 * DAY, {"Amount": 600, "Currency": "EUR", "Items": ["a", "b"]}),
       ("Charged", NOW - 3 * DAY, {"Amount": 700, "Currency": "EUR"}),
@@ -54,7 +57,7 @@ PEOPLE: list[tuple[str, dict[str, Any], str | None, str | None, list[str],
       ("App Uninstalled", NOW - 2 * H, {}),
       ("App Launched", NOW - 50 * DAY, {"Platform": "android", "Paid": False})]),
     ("cyd", {"City": "Paris", "Age": 52, "Tags": ["silver"], "Plan": "free",
-             "Signed Up": f"$D_{NOW - 5 * DAY}"}, None, "+15550003", ["apns"],
+             "Signed Up": f"$D_{NOW - 5 * DAY}", "Renewal": f"$D_{NOW + 2 * DAY}"}, None, "+15550003", ["apns"],
      [("Added To Cart", NOW - 30 * H, {"Amount": 70}),
       ("App Launched", NOW - 2 * DAY, {"Platform": "ios"})]),
     ("dan", {"City": "it's \"quoted\"", "Plan": EVIL}, None, None, [],
@@ -122,6 +125,10 @@ CASES: dict[str, Any] = {
     "sequence_then_within": {"sequence": {"first": {"event": "Added To Cart"},
                                           "then": {"event": "Charged"},
                                           "within": {"hours": 2}}},
+    "sequence_within_boundary": {"sequence": {"first": {"event": "Added To Cart"},
+                                              "then": {"event": "Charged"},
+                                              "within": {"hours": 1},
+                                              "window": {"last": {"days": 2}}}},
     "sequence_abandoned": {"sequence": {
         "first": {"event": "Added To Cart"}, "then": {"event": "Charged"},
         "window": {"last": {"hours": 24}}, "then_happened": False}},
@@ -162,7 +169,7 @@ CASES: dict[str, Any] = {
                                                  "op": "before_days_ago", "value": 30}},
     "profile_date_after_days_ago": {"profile": {"property": "Signed Up",
                                                 "op": "after_days_ago", "value": 30}},
-    "profile_date_within_next_days": {"profile": {"property": "$first_seen",
+    "profile_date_within_next_days": {"profile": {"property": "Renewal",
                                                   "op": "within_next_days", "value": 7}},
     "profile_date_anniversary": {"profile": {"property": "Birthday",
                                              "op": "anniversary_within_days", "value": 7}},
@@ -171,6 +178,7 @@ CASES: dict[str, Any] = {
     "profile_list_eq_number": {"profile": {"property": "Tags", "op": "eq", "value": 5}},
     "profile_list_not_in": {"profile": {"property": "Tags", "op": "not_in",
                                         "value": ["gold", "silver"]}},
+    "profile_list_eq_float": {"profile": {"property": "Tags", "op": "eq", "value": 5.0}},
     "profile_list_in": {"profile": {"property": "Tags", "op": "in", "value": ["silver", 5.0]}},
     "profile_list_not_contains": {"profile": {"property": "Tags", "op": "not_contains",
                                               "value": "gold"}},
@@ -179,7 +187,7 @@ CASES: dict[str, Any] = {
     "profile_system_total_events": {"profile": {"property": "$total_events", "op": "gte",
                                                 "value": 5}},
     "profile_system_last_seen": {"profile": {"property": "$last_seen", "op": "lt",
-                                             "value": NOW - 3 * DAY}},
+                                             "value": NOW - 20 * H}},
     "profile_unknown_positive": {"profile": {"property": "Nope", "op": "eq", "value": 1}},
     "profile_unknown_negative": {"profile": {"property": "Nope", "op": "neq", "value": 1}},
     "event_boolean_and_platform": {"did": {"event": "App Launched", "where": [

@@ -19,8 +19,9 @@ conversion trend partition the streams by (user, group of the entering event).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -34,8 +35,15 @@ from . import funnel_match
 from .buckets import Buckets, iso_local
 from .common import INTERVALS, Report, ReportError
 from .funnel_match import NO_LIMIT, Match, Windows
-from .rollup import GROUPABLE, PROFILE_JOIN, EventFilter, event_rows, group_dim, \
-    property_column, top_values
+from .rollup import (
+    GROUPABLE,
+    PROFILE_JOIN,
+    EventFilter,
+    event_rows,
+    group_dim,
+    property_column,
+    top_values,
+)
 from .selection import Audience, EventSpec, duration, no_unknown
 from .streams import Streams, quantile
 
@@ -51,6 +59,7 @@ HISTOGRAM_EDGES_S = (0, 10, 30, 60, 120, 300, 600, 1_800, 3_600, 7_200, 21_600, 
 FIELDS = ("steps", "order", "window", "from", "to", "breakdown", "interval", "segment",
           "profile_where")
 USER_FIELDS = ("step", "status", "limit", "cursor", "format")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ class Step:
 @dataclass(frozen=True)
 class Breakdown:
     scope: str
-    property: str
+    name: str  # the property's
     column: Column
     limit: int
 
@@ -90,7 +99,7 @@ class Funnel:
         self.report, self.body = report, body
         self.steps = self._steps(report.field(body, "steps", list))
         self.order = report.choice(body, "order", ORDERS, "ordered")
-        self.window_s = duration(report, body, "window", DEFAULT_WINDOW_S)
+        self.window_s = float(duration(report, body, "window", DEFAULT_WINDOW_S) or 0)
         self.lo, self.hi = report.time_range(body)
         self.breakdown = self._breakdown(body.get("breakdown"))
         interval = body.get("interval")
@@ -131,13 +140,14 @@ class Funnel:
     def windows(self) -> Windows:
         steps = tuple(NO_LIMIT if s.within_s is None else round(s.within_s * US)
                       for s in self.steps)
-        return Windows(round((self.window_s or 0) * US), steps)
+        return Windows(round(self.window_s * US), steps)
 
     # -- running ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        return self._in_snapshot(self._report)
+        return self.in_snapshot(self._report)
 
-    def _in_snapshot(self, fn: Any) -> Any:
+    def in_snapshot(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """``fn(cursor)`` in one snapshot, with the segment filter registered."""
         with self.report.store.cursor() as cur:
             cur.execute("BEGIN TRANSACTION")  # one snapshot for every query of the report
             try:
@@ -202,7 +212,7 @@ class Funnel:
         """Which events are read: the range, the steps' events (all events of the users who
         entered, for strict), the audience."""
         where = ["e.ts >= ?", "e.ts < ?"]
-        params: list[Any] = [to_ts(self.lo), to_ts(self.hi + (self.window_s or 0))]
+        params: list[Any] = [to_ts(self.lo), to_ts(self.hi + self.window_s)]
         if self.order == "strict":
             cond, p = self.steps[0].spec.condition()
             where.append(f"e.user_id IN (SELECT e.user_id FROM events e WHERE {cond} "
@@ -256,7 +266,7 @@ class Funnel:
 
     def _histogram(self, durations: np.ndarray) -> list[dict[str, Any]]:
         """Converted users per bin of time to convert (seconds; bins end at the window)."""
-        window = self.window_s or 0
+        window = self.window_s
         edges = [e for e in HISTOGRAM_EDGES_S if e < window] + [window]
         done = durations[durations >= 0] / US
         # Bins are [a, b); the last is [a, window] (a conversion may take the whole window).
@@ -293,7 +303,7 @@ class Funnel:
         for i, label in enumerate(labels):
             reached = _reached(levels[groups == i], n) if groups is not None else [0] * n
             label.update(users=reached, conversion=_rate(reached[-1], reached[0]))
-        return {"scope": b.scope, "property": b.property, "groups": labels}
+        return {"scope": b.scope, "property": b.name, "groups": labels}
 
     def _trend(self, cur: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         """Per interval of the entering event (account timezone): the funnel of the users who
@@ -377,7 +387,7 @@ def funnel_users(report: Report, body: Any) -> tuple[str, Any]:
         return "json", {"step": step, "status": status, "total": int(len(ids)),
                         "users": rows, "next_cursor": int(page[-1]) if more else None}
 
-    return funnel._in_snapshot(run)  # type: ignore[no-any-return]
+    return funnel.in_snapshot(run)
 
 
 def _profiles(cur: duckdb.DuckDBPyConnection, ids: np.ndarray) -> pa.Table:

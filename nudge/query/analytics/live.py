@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import duckdb
 import msgspec
 
 from nudge.query.profiles import event_props, iso
@@ -96,13 +97,17 @@ def events_after(store: AccountStore, after: int, event: str | None = None,
                               "ORDER BY seq LIMIT ?", [*params, limit])
             names = [d[0] for d in res.description]
             rows = [dict(zip(names, r, strict=True)) for r in res.fetchall()]
-            identity = dict(cur.execute(
-                "SELECT user_id, identity FROM profiles WHERE user_id IN "
-                "(SELECT unnest(?::BIGINT[]))", [sorted({r["user_id"] for r in rows})]).fetchall()
-                ) if rows else {}
+            identity = _identities(cur, {r["user_id"] for r in rows})
         finally:
             cur.execute("ROLLBACK")
     return [_wire(store, r, identity.get(r["user_id"])) for r in rows]
+
+
+def _identities(cur: duckdb.DuckDBPyConnection, uids: set[int]) -> dict[int, str | None]:
+    if not uids:
+        return {}
+    return dict(cur.execute("SELECT user_id, identity FROM profiles WHERE user_id IN "
+                            "(SELECT unnest(?::BIGINT[]))", [sorted(uids)]).fetchall())
 
 
 def _wire(store: AccountStore, row: dict[str, Any], identity: str | None) -> dict[str, Any]:

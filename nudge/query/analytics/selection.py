@@ -28,11 +28,12 @@ class EventSpec:
     @classmethod
     def parse(cls, report: Report, body: Any, path: str) -> EventSpec:
         if not isinstance(body, dict):
-            raise ReportError(path, "must be an object with an event")
-        event = report.field(body, "event", str, path=f"{path}.")
+            raise ReportError(path or "body", "must be an object with an event")
+        prefix = f"{path}." if path else ""
+        event = report.field(body, "event", str, path=prefix)
         if not event:
-            raise ReportError(f"{path}.event", "must not be empty")
-        where, params = report.event_filters(body.get("where"), f"{path}.where")
+            raise ReportError(f"{prefix}event", "must not be empty")
+        where, params = report.event_filters(body.get("where"), f"{prefix}where")
         return cls(event, where, tuple(params))
 
     def condition(self) -> tuple[str, list[Any]]:

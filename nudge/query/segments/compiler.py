@@ -41,9 +41,6 @@ from .model import (
 
 EVENT_SOURCES = ("events", "events_sorted")
 UNIVERSE = "SELECT user_id FROM profiles"
-# An event's position in a person's history, (ts, seq) as one orderable number (seq breaks
-# ties between equal timestamps; it is below 2^63): cheaper to aggregate than a struct.
-POSITION = "(epoch_us(e.ts)::HUGEINT * 18446744073709551616 + e.seq)"
 NOBODY = "SELECT user_id FROM profiles WHERE false"
 # Profile fields that are not properties; ``$`` keeps them apart from customer properties.
 SYSTEM_PROFILE = {
@@ -232,7 +229,9 @@ class Compiler:
     def visit_Did(self, node: Did) -> Sql:
         base = self._events(node.spec, node.window)
         op, n = node.op, node.count
-        if (op == ">=" and n <= 1) or (op == ">" and n == 0) or (op == "!=" and n == 0):
+        if op == ">=" and n == 0:  # everyone, including people who never did it
+            return Sql(NOBODY, negated=True)
+        if (op == ">=" and n == 1) or (op == ">" and n == 0) or (op == "!=" and n == 0):
             return Sql(f"SELECT DISTINCT user_id FROM ({base.text})", base.params)
         if (op == "<" and n == 0):
             return Sql(NOBODY)
@@ -250,8 +249,9 @@ class Compiler:
 
     def visit_Aggregate(self, node: Aggregate) -> Sql:
         col = self.column("event", node.property)
-        if col is None:
-            return Sql(NOBODY)
+        if col is None:  # a property nobody has: every sum / distinct count is 0
+            zero = node.fn in ("sum", "count_distinct") and _compare(0, node.op, node.value)
+            return Sql(NOBODY, negated=zero)
         if node.fn != "count_distinct" and col.type != "number":
             raise DefinitionError(self.path, f"{node.fn} needs a number property; "
                                              f"{node.property!r} is {col.type}")
@@ -316,21 +316,34 @@ class Compiler:
                    f"WHERE b.user_id = a.user_id AND {after})", a.params + b.params + params)
 
     def _sequence_any_time(self, node: Sequence) -> Sql:
-        """Without a time limit only each person's extreme positions matter: some `then`
+        """Without a time limit only each person's extreme events matter: some `then`
         follows some `first` ⇔ the last `then` is after the first `first`; no `then` follows
-        the last `first` ⇔ the last `then` is not after it. Two aggregates and a join instead
-        of pairing every `first` with every `then` of the same person."""
-        a = self._events(node.first, node.window, select=f"e.user_id, {POSITION} AS pos")
-        b = self._events(node.then, node.window, select=f"e.user_id, {POSITION} AS pos",
+        the last `first` ⇔ the last `then` is not after it. One aggregate per side and a join
+        instead of pairing every `first` with every `then` of the same person.
+
+        "After" is (ts, seq) order. The aggregates take max/min of ts alone (a cheap
+        aggregate); people whose two extreme times are equal, which is rare, are decided by
+        the seq of their events at that time."""
+        a = self._events(node.first, node.window, select="e.user_id, e.ts, e.seq")
+        b = self._events(node.then, node.window, select="e.user_id, e.ts, e.seq",
                          since_only=True)
-        last_b = f"SELECT user_id, max(pos) AS pos FROM ({b.text}) GROUP BY user_id"
+        fa = "min" if node.then_happened else "max"
+        head = (f"WITH a AS MATERIALIZED (SELECT user_id, {fa}(ts) AS t FROM ({a.text}) "
+                "GROUP BY user_id), "
+                f"b AS MATERIALIZED (SELECT user_id, max(ts) AS t FROM ({b.text}) "
+                "GROUP BY user_id) ")
+        seq_b = (f"(SELECT max(y.seq) FROM ({b.text}) y "
+                 "WHERE y.user_id = a.user_id AND y.ts = a.t)")
+        seq_a = (f"(SELECT {fa}(x.seq) FROM ({a.text}) x "
+                 "WHERE x.user_id = a.user_id AND x.ts = a.t)")
+        same_time = "SELECT a.user_id FROM a JOIN b ON b.user_id = a.user_id AND b.t = a.t "
+        params = a.params + b.params + b.params + a.params
         if node.then_happened:
-            return Sql(f"SELECT a.user_id FROM (SELECT user_id, min(pos) AS pos FROM ({a.text}) "
-                       f"GROUP BY user_id) a JOIN ({last_b}) b ON b.user_id = a.user_id "
-                       "WHERE b.pos > a.pos", a.params + b.params)
-        return Sql(f"SELECT a.user_id FROM (SELECT user_id, max(pos) AS pos FROM ({a.text}) "
-                   f"GROUP BY user_id) a LEFT JOIN ({last_b}) b ON b.user_id = a.user_id "
-                   "WHERE b.pos IS NULL OR b.pos <= a.pos", a.params + b.params)
+            return Sql(head + "SELECT a.user_id FROM a JOIN b ON b.user_id = a.user_id "
+                       f"WHERE b.t > a.t UNION ALL {same_time} WHERE {seq_b} > {seq_a}", params)
+        return Sql(head + "SELECT a.user_id FROM a LEFT JOIN b ON b.user_id = a.user_id "
+                   f"WHERE b.t IS NULL OR b.t < a.t UNION ALL {same_time} "
+                   f"WHERE {seq_b} <= {seq_a}", params)
 
     # -- profile conditions --------------------------------------------------------------
     def reachable_predicate(self, node: Reachable) -> tuple[list[str], list[Any]]:

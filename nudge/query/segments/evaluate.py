@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from nudge.clock import clock
 from nudge.store.account import AccountStore
 
+from . import estimate
 from .compiler import Compiler, Sql, profile_only
 from .model import And, DefinitionError, LastDid, Node, Not, Or
 
@@ -52,10 +53,24 @@ class SegmentEngine:
         assigned = self.store.next_seq - 1
         return "events_sorted" if assigned <= self.store.compacted_through else "events"
 
+    def _aggregate_by_id(self, cur: duckdb.DuckDBPyConnection, node: Node, now: float) -> None:
+        """Let DuckDB aggregate by person into arrays when that pays (see estimate.py)."""
+        names = sorted({spec.event for spec, _ in estimate.scans(node)})
+        if not names:
+            return
+        stats = {r[0]: (r[1], r[2], r[3]) for r in cur.execute(
+            "SELECT event, count, first_seen, last_seen FROM event_catalog "
+            f"WHERE event IN ({', '.join('?' * len(names))})", names).fetchall()}
+        bits = estimate.perfect_bits(stats, node, self.store.identity.next_uid - 1, now)
+        if bits is not None:
+            cur.execute(f"SET perfect_ht_threshold = {int(bits)}")
+
     def _on(self, cur: duckdb.DuckDBPyConnection, node: Node,
             fn: Callable[[duckdb.DuckDBPyConnection, Compiler], Any],
             user_id: int | None, strict: bool, now: float) -> Any:
         events = self._events_source()
+        if user_id is None:
+            self._aggregate_by_id(cur, node, now)
         stack: list[int] = []
 
         def table(segment_id: int) -> str:

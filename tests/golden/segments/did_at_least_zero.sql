@@ -1,0 +1,4 @@
+-- definition: {"did": {"event": "Charged", "count": {"op": ">=", "value": 0}}}
+-- explanation: People who did Charged at least 0 times
+-- params: []
+(SELECT user_id FROM profiles) EXCEPT (SELECT user_id FROM profiles WHERE false)
