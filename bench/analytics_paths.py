@@ -62,8 +62,9 @@ Result = Any  # a report's numbers, normalised so that engines compare with ==
 class Reports:
     """The benchmark's reports on one data set: ``run(report, engine) -> Result``."""
 
-    def __init__(self, directory: Path, now: float, chdb: Any) -> None:
-        self.now = now
+    def __init__(self, directory: Path, now: float, chdb: Any,
+                 alternatives: bool = False) -> None:
+        self.now, self.alternatives = now, alternatives
         self.store = datasets.open_store(directory)
         self.report = Report.for_store(self.store, TZ, now=now)
         self.ref = duckdb.connect(str(directory / "reference.duckdb"), read_only=True)
@@ -80,8 +81,10 @@ class Reports:
     def names(self) -> list[str]:
         return ["funnel:ordered", "retention:first_time", "retention:any", "flows:after"]
 
-    def engines(self) -> list[str]:
-        return ["nudge", "duckdb"] + (["chdb"] if self.chdb else [])
+    def engines(self, name: str) -> list[str]:
+        extra = ["duckdb_reduce", "duckdb_asof"] if self.alternatives and \
+            name.startswith("funnel") else []
+        return ["nudge", "duckdb"] + extra + (["chdb"] if self.chdb else [])
 
     def run(self, name: str, engine: str) -> Result:
         kind, arg = name.split(":", 1)
@@ -106,12 +109,7 @@ class Reports:
         """The windowFunnel greedy in SQL: per level, the latest start among earlier rows
         that reached the previous level (a running max over a window, one pass per step)."""
         w = DAY * US
-        masks = " + ".join(f"(CASE WHEN event = '{s}'{' AND ts < $hi' if i == 0 else ''} "
-                           f"THEN {1 << i} ELSE 0 END)" for i, s in enumerate(STEPS))
-        q = (f"SELECT user_id, seq, epoch_us(ts) AS t, ({masks}) AS m, "
-             "CASE WHEN m & 1 <> 0 THEN epoch_us(ts) END AS x1 FROM events "
-             f"WHERE event IN ({', '.join(repr(s) for s in STEPS)}) "
-             "AND ts >= $lo AND ts < $end")
+        q = f"SELECT *, CASE WHEN m & 1 <> 0 THEN t END AS x1 FROM ({self._funnel_rows()})"
         frame = ("OVER (PARTITION BY user_id ORDER BY t, seq "
                  "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)")
         for k in range(2, len(STEPS) + 1):
@@ -121,6 +119,50 @@ class Reports:
         rows = self.ref.execute(
             f"SELECT level, count(*) FROM (SELECT user_id, {levels} AS level FROM ({q}) "
             "GROUP BY user_id) GROUP BY level",
+            {"lo": self.t30, "hi": self.tnow, "end": self.tend}).fetchall()
+        return _reached(dict(rows), len(STEPS))
+
+    def _funnel_rows(self) -> str:
+        """The steps' rows with their step bits (the first only inside the range)."""
+        masks = " + ".join(f"(CASE WHEN event = '{s}'{' AND ts < $hi' if i == 0 else ''} "
+                           f"THEN {1 << i} ELSE 0 END)" for i, s in enumerate(STEPS))
+        return (f"SELECT user_id, seq, epoch_us(ts) AS t, ({masks}) AS m FROM events "
+                f"WHERE event IN ({', '.join(repr(s) for s in STEPS)}) "
+                "AND ts >= $lo AND ts < $end")
+
+    def _funnel_duckdb_reduce(self, order: str) -> Result:
+        """Alternative: each user's rows as a list, the windowFunnel state machine as
+        ``list_reduce`` (state: the latest start of a chain at each step)."""
+        w = DAY * US
+        init = "{" + ", ".join(f"'s{k}': NULL::BIGINT" for k in range(1, len(STEPS) + 1)) + "}"
+        upd = ["s1: CASE WHEN x.m & 1 <> 0 THEN x.t ELSE acc.s1 END"] + [
+            f"s{k}: CASE WHEN x.m & {1 << (k - 1)} <> 0 AND x.t <= acc.s{k - 1} + {w} "
+            f"THEN acc.s{k - 1} ELSE acc.s{k} END" for k in range(2, len(STEPS) + 1)]
+        levels = " + ".join(f"(st.s{k} IS NOT NULL)::INT" for k in range(1, len(STEPS) + 1))
+        rows = self.ref.execute(f"""
+            SELECT level, count(*) FROM (SELECT {levels} AS level FROM (
+              SELECT list_reduce(list({{'t': t, 'm': m}} ORDER BY t, seq),
+                                 lambda acc, x: {{{', '.join(upd)}}}, {init}) AS st
+              FROM ({self._funnel_rows()}) GROUP BY user_id)) GROUP BY level""",
+            {"lo": self.t30, "hi": self.tnow, "end": self.tend}).fetchall()
+        return _reached(dict(rows), len(STEPS))
+
+    def _funnel_duckdb_asof(self, order: str) -> Result:
+        """Alternative: from every entering event, the earliest next step by ASOF joins (right
+        for a window on the whole funnel only; per-step windows break it)."""
+        w = DAY * US
+        q = (f"WITH b AS (SELECT *, row_number() OVER (ORDER BY t, seq) AS pos "
+             f"FROM ({self._funnel_rows()})), "
+             "s1 AS (SELECT user_id, t AS t0, pos FROM b WHERE m & 1 <> 0)")
+        for k in range(2, len(STEPS) + 1):
+            q += (f", e{k} AS (SELECT user_id, t, pos FROM b WHERE m & {1 << (k - 1)} <> 0), "
+                  f"s{k} AS (SELECT p.user_id, p.t0, e.pos FROM s{k - 1} p ASOF JOIN e{k} e "
+                  f"ON p.user_id = e.user_id AND p.pos < e.pos WHERE e.t <= p.t0 + {w})")
+        reached = " UNION ALL ".join(f"SELECT DISTINCT user_id, {k} AS level FROM s{k}"
+                                     for k in range(1, len(STEPS) + 1))
+        rows = self.ref.execute(
+            f"{q} SELECT level, count(*) FROM (SELECT user_id, max(level) AS level "
+            f"FROM ({reached}) GROUP BY user_id) GROUP BY level",
             {"lo": self.t30, "hi": self.tnow, "end": self.tend}).fetchall()
         return _reached(dict(rows), len(STEPS))
 
@@ -284,28 +326,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      f"nudge-bench-segments-{args.users}-{args.events}")
     info = datasets.build(directory, args.users, args.events, seed=args.seed)
     ch = None if args.no_chdb else open_chdb(directory, print)
-    reports = Reports(directory, info.now, ch)
+    reports = Reports(directory, info.now, ch, args.alternatives)
     print(f"# data: {directory} (built in {info.build_seconds:.0f} s); account timezone {TZ}; "
           f"load {loadavg()}")
     names = [n for n in reports.names() if n.split(":")[0] in args.reports.split(",")]
-    engines = reports.engines()
+    engines = {n: reports.engines(n) for n in names}
 
-    results = {n: {e: reports.run(n, e) for e in engines} for n in names}  # also warms up
+    results = {n: {e: reports.run(n, e) for e in engines[n]} for n in names}  # also warms up
     agree = {n: all(r == results[n]["nudge"] for r in results[n].values()) for n in names}
     for n in names:
         if not agree[n]:
             print(f"# DISAGREEMENT on {n}: " + json.dumps(
                 {e: str(r)[:400] for e, r in results[n].items()}))
-    times: dict[str, dict[str, list[float]]] = {n: {e: [] for e in engines} for n in names}
+    times: dict[str, dict[str, list[float]]] = {n: {e: [] for e in engines[n]} for n in names}
     for r in range(args.reps):
         for n in names:
-            for e in engines[r % len(engines):] + engines[:r % len(engines)]:
+            order = engines[n]
+            for e in order[r % len(order):] + order[:r % len(order)]:
                 t = time.perf_counter()
                 reports.run(n, e)
                 times[n][e].append(time.perf_counter() - t)
     reports.close()
     med = {n: {e: median(v) * 1000 for e, v in times[n].items()} for n in names}
-    _print(names, engines, med, agree, results, args.reps)
+    _print(names, med, agree, results, args.reps)
     result = {"users": args.users, "events": args.events, "reps": args.reps,
               "median_ms": med, "agree": agree}
     if args.json:
@@ -313,8 +356,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _print(names: list[str], engines: list[str], med: dict[str, dict[str, float]],
-           agree: dict[str, bool], results: dict[str, dict[str, Result]], reps: int) -> None:
+def _print(names: list[str], med: dict[str, dict[str, float]], agree: dict[str, bool],
+           results: dict[str, dict[str, Result]], reps: int) -> None:
     rows = []
     for n in names:
         m = med[n]
@@ -326,11 +369,15 @@ def _print(names: list[str], engines: list[str], med: dict[str, dict[str, float]
         row += [ratio(m["nudge"], min(refs)), "yes" if agree[n] else "NO"]
         rows.append(row)
     heads = ["report", "result", "nudge ms", "duckdb ms", "nudge/duckdb"]
-    if "chdb" in engines:
+    if any("chdb" in m for m in med.values()):
         heads += ["chdb ms", "nudge/chdb"]
     heads += ["nudge/faster ref", "same result"]
     print(f"\n# medians of {reps} interleaved rounds; load {loadavg()}")
     print(table(heads, rows))
+    for n in names:
+        for e in [e for e in med[n] if e.startswith("duckdb_")]:
+            print(f"# {n}, alternative DuckDB SQL {e[7:]!r}: {med[n][e]:,.0f} ms "
+                  f"({ratio(med[n][e], med[n]['nudge'])} of Nudge's time)")
 
 
 def _describe(name: str) -> str:
@@ -359,6 +406,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="comma-separated subset of funnel, retention, flows")
     p.add_argument("--dir", help="data directory (shared with bench.segments; kept)")
     p.add_argument("--no-chdb", action="store_true")
+    p.add_argument("--alternatives", action="store_true",
+                   help="also time other SQL forms of the funnel's ordered pass "
+                        "(list_reduce, ASOF joins)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     os.environ.setdefault("NUDGE_LOG_LEVEL", "warning")

@@ -12,9 +12,9 @@ import argparse
 import time
 from typing import Any
 
-from bench import common, freshness, ingest_http, layout, storage
+from bench import common, freshness, ingest_http, layout, segments, storage
 
-ALL = ("ingest_http", "freshness", "storage", "layout")
+ALL = ("ingest_http", "freshness", "storage", "layout", "segments")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         out["storage"] = storage.main([])
     if "layout" in chosen:
         out["layout"] = layout.main([])
+    if "segments" in chosen:
+        out["segments"] = segments.main([])
 
     rows: list[list[Any]] = []
     if "ingest_http" in out:

@@ -177,7 +177,9 @@ class Reference:
         op, v = f["op"], f.get("value")
         if typ is None or op in ("exists", "not_exists"):
             return
-        number = (lambda x: isinstance(x, int | float) and not isinstance(x, bool))
+        def number(x: Any) -> bool:
+            return isinstance(x, int | float) and not isinstance(x, bool)
+
         ok = {
             "string": lambda: (op in ("eq", "neq", "contains", "not_contains", "starts_with")
                                and isinstance(v, str))

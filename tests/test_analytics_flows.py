@@ -123,6 +123,16 @@ def test_anchor_filter_and_exclude(srv: NudgeServer, data: list[Ev]) -> None:
     assert not any(n["event"] in ("Ping", "Home") for n in out["nodes"])
 
 
+def test_segment_filter(srv: NudgeServer, data: list[Ev]) -> None:
+    buyers = {e.user for e in data if e.event == "Buy"}
+    out = post(srv, "flows", {"event": "View", "steps": 2, "top": 3, "from": LO, "to": HI,
+                              "segment": {"did": {"event": "Buy"}}})
+    mine = [e for e in data if e.user in buyers]
+    paths = flow_paths(mine, is_event("View"), "after", 2, 30 * MINUTE * US, LO * US, HI * US)
+    check(out, paths, "after", 2, 3)
+    assert 0 < out["users"] < len({e.user for e in data if e.event == "View"})
+
+
 def test_repeats_collapse_and_gap_splits() -> None:
     """The reference's own rules on a hand-made stream (the server follows it above)."""
     seq = [("View", 0), ("View", 10), ("Cart", 20), ("Cart", 30), ("View", 40),

@@ -332,6 +332,16 @@ def test_conversion_trend_by_local_day(srv: NudgeServer, data: list[Ev]) -> None
     assert entered >= sum(u[0] for u in trend["users"]) >= out["entered"]
 
 
+def test_segment_and_profile_filters(srv: NudgeServer, data: list[Ev]) -> None:
+    _, plans = generate()
+    pro = [e for e in data if plans.get(e.user) == "pro"]
+    for extra in ({"segment": {"profile": {"property": "Plan", "op": "eq", "value": "pro"}}},
+                  {"profile_where": [{"property": "Plan", "op": "eq", "value": "pro"}]}):
+        out = funnel(srv, ["Visit", "Cart", "Pay"], **extra)
+        check(out, reference(pro, ["Visit", "Cart", "Pay"])[None], 3)
+        assert 0 < out["entered"] < funnel(srv, ["Visit", "Cart", "Pay"])["entered"]
+
+
 # -- who converted or dropped -------------------------------------------------------------------
 def users(srv: NudgeServer, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(f"{srv.url}/1/analytics/funnels/users", json=body, headers=srv.headers,

@@ -50,6 +50,19 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _check_compiles(ctx: _Ctx, definition: Any, strict: bool) -> None:
+    """Refuse (422, with the JSON path) a definition that does not compile for this account:
+    a type mismatch, or in strict mode a property not in the catalog. Checked before saving,
+    so a refused definition is never stored."""
+    ctx.engine.sql(parse(definition, clock.now()), strict=strict)
+
+
+def _own_node(ctx: _Ctx, segment_id: int) -> Any:
+    """The parsed definition of one of the account's segments, addressed in the URL: 404 when
+    there is no such segment (``saved.node`` is for references inside definitions, 422)."""
+    return parse(ctx.saved.get(segment_id).definition, clock.now())
+
+
 def _strict(body: dict[str, Any]) -> bool:
     strict = body.get("strict", False)
     if not isinstance(strict, bool):
@@ -78,10 +91,8 @@ async def evaluate(request: Request) -> Response:
 async def create(request: Request) -> Response:
     ctx = _Ctx(request)
     body = await _body(request)
+    await run_in_threadpool(_check_compiles, ctx, body.get("definition"), _strict(body))
     seg = await run_in_threadpool(ctx.saved.create, body.get("name"), body.get("definition"))
-    if _strict(body):
-        await run_in_threadpool(lambda: ctx.engine.count(parse(seg.definition, clock.now()),
-                                                         strict=True))
     return JSONResponse(seg.to_dict(), status_code=201)
 
 
@@ -106,6 +117,8 @@ async def update(segment_id: int, request: Request) -> Response:
     """Replace name and definition; the previous version is kept."""
     ctx = _Ctx(request)
     body = await _body(request)
+    await run_in_threadpool(ctx.saved.get, segment_id)  # 404 first for ids not ours
+    await run_in_threadpool(_check_compiles, ctx, body.get("definition"), _strict(body))
     seg = await run_in_threadpool(ctx.saved.update, segment_id, body.get("name"),
                                   body.get("definition"))
     return JSONResponse(seg.to_dict())
@@ -121,7 +134,7 @@ async def delete(segment_id: int, request: Request) -> Response:
 @router.get("/{segment_id}/count")
 async def count(segment_id: int, request: Request) -> Response:
     ctx = _Ctx(request)
-    node = await run_in_threadpool(ctx.saved.node, segment_id)
+    node = await run_in_threadpool(_own_node, ctx, segment_id)
     return JSONResponse({"id": segment_id,
                          "count": await run_in_threadpool(ctx.engine.count, node)})
 
@@ -129,7 +142,7 @@ async def count(segment_id: int, request: Request) -> Response:
 @router.get("/{segment_id}/explain")
 async def explain_segment(segment_id: int, request: Request) -> Response:
     ctx = _Ctx(request)
-    node = await run_in_threadpool(ctx.saved.node, segment_id)
+    node = await run_in_threadpool(_own_node, ctx, segment_id)
     sql = ctx.engine.sql(node)
     return JSONResponse({"id": segment_id, "explanation": explain(node, ctx.name_of),
                          "sql": sql.text})
@@ -146,7 +159,7 @@ async def members(segment_id: int, request: Request) -> Response:
         raise ValidationError("limit and cursor must be integers", field="limit") from None
     if not 1 <= limit <= 1000:
         raise ValidationError("limit must be 1-1000", field="limit")
-    node = await run_in_threadpool(ctx.saved.node, segment_id)
+    node = await run_in_threadpool(_own_node, ctx, segment_id)
     rows = await run_in_threadpool(lambda: ctx.engine.members(node, after=after, limit=limit))
     nxt = str(rows[-1]["id"]) if len(rows) == limit else None
     return JSONResponse({"members": rows, "next_cursor": nxt})
@@ -156,7 +169,7 @@ async def members(segment_id: int, request: Request) -> Response:
 async def contains(segment_id: int, request: Request) -> Response:
     """Is one person (``identity``/``email``/``phone``/``objectId``) a member right now?"""
     ctx = _Ctx(request)
-    node = await run_in_threadpool(ctx.saved.node, segment_id)
+    node = await run_in_threadpool(_own_node, ctx, segment_id)
 
     def check() -> bool:
         uid = find_user(ctx.engine.store, dict(request.query_params))
@@ -172,7 +185,7 @@ async def export(segment_id: int, request: Request) -> Response:
     fmt = request.query_params.get("format", "csv")
     if fmt not in ("csv", "parquet"):
         raise ValidationError("format must be csv or parquet", field="format")
-    node = await run_in_threadpool(ctx.saved.node, segment_id)
+    node = await run_in_threadpool(_own_node, ctx, segment_id)
     fd, name = tempfile.mkstemp(suffix=f".{fmt}")
     import os
 

@@ -170,19 +170,20 @@ class Funnel:
                ) -> Result:
         """Stream per user (or per user and ``group`` of the entering event) and match."""
         sql, params = self._rows_sql(group)
-        cols = cur.execute(sql, params).fetchnumpy()
-        cols = {k: np.asarray(v) for k, v in cols.items()}
+        cols = {k: np.asarray(v) for k, v in cur.execute(sql, params).fetchnumpy().items()}
         by = ("u",) if group is None else ("u", "g")
+        if self.order != "any":
+            # Only an entering event (inside the range, of this stream's group) starts a chain.
+            cols["m"] = np.where(cols["entry"], cols["m"], cols["m"] & ~1)
+        cols, entered = _first_step_only(cols, by)
         s = Streams.build(cols, by)
         mask, entry = s.rows["m"], s.rows["entry"].astype(bool)
         if self.order == "any":
             match = funnel_match.any_order(s, mask, entry, self.windows.total, len(self.steps))
         else:
-            # Only an entering event (inside the range, of this stream's group) starts a chain.
-            mask = np.where(entry, mask, mask & ~1)
             matcher = funnel_match.ordered if self.order == "ordered" else funnel_match.strict
             match = matcher(s, mask, self.windows)
-        return Result(s.keys["u"], s.keys.get("g"), match)
+        return _combine(Result(s.keys["u"], s.keys.get("g"), match), entered, len(self.steps))
 
     # -- SQL ----------------------------------------------------------------------------------
     def _rows_sql(self, group: tuple[str, list[Any]] | None) -> tuple[str, list[Any]]:
@@ -280,10 +281,13 @@ class Funnel:
         """The breakdown's top values on the entering events, by event count."""
         steps = self.steps if self.order == "any" else self.steps[:1]
         join = PROFILE_JOIN if b.scope == "profile" else ""
-        f = lambda s: EventFilter((s.spec.where, list(s.spec.params)), self.audience.profiles,  # noqa: E731
-                                  self.audience.segment)
-        sources = [event_rows(s.spec.event, self.lo, self.hi, f(s), join) for s in steps]
+        sources = [event_rows(s.spec.event, self.lo, self.hi, self._filter(s.spec), join)
+                   for s in steps]
         return top_values(cur, sources, b.expr, b.limit)
+
+    def _filter(self, spec: EventSpec) -> EventFilter:
+        return EventFilter((spec.where, list(spec.params)), self.audience.profiles,
+                           self.audience.segment)
 
     def _by_group(self, cur: duckdb.DuckDBPyConnection, overall: Result) -> dict[str, Any]:
         b = self.breakdown
@@ -328,6 +332,39 @@ class Funnel:
         return np.sort(result.users[hit])
 
 
+def _first_step_only(cols: dict[str, np.ndarray], by: tuple[str, ...]
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Set aside the users whose rows match no step but the first: they reach step 1 if they
+    entered and no further, so they need no sorting or matching (in a view → cart → buy
+    funnel, a third of the rows belong to people who only viewed). Returns the other rows,
+    and the keys of the streams set aside that entered."""
+    u, m = cols["u"], cols["m"]
+    later = np.zeros(int(u.max()) + 1 if len(u) else 0, dtype=bool)
+    later[u[(m & ~1) != 0]] = True
+    keep = later[u]
+    entering = ~keep & ((m & 1) != 0) & cols["entry"].astype(bool)
+    users = u[entering]
+    if len(by) == 1:
+        return {k: v[keep] for k, v in cols.items()}, {"u": np.unique(users)}
+    # (user, group) pairs as one number (np.unique over rows is ten times slower).
+    g = cols["g"][entering].astype(np.int64)
+    width = int(g.max()) + 1 if len(g) else 1
+    pairs = np.unique(users * width + g)
+    return {k: v[keep] for k, v in cols.items()}, {"u": pairs // width, "g": pairs % width}
+
+
+def _combine(result: Result, entered: dict[str, np.ndarray], n: int) -> Result:
+    """``result`` with the streams that reached step 1 only."""
+    count = len(entered["u"])
+    if not count:
+        return result
+    match = Match(np.concatenate([result.match.level, np.ones(count, dtype=np.int64)]),
+                  [np.concatenate([f, np.full(count, 0 if k == 0 else -1, dtype=np.int64)])
+                   for k, f in enumerate(result.match.first)])
+    groups = None if result.groups is None else np.concatenate([result.groups, entered["g"]])
+    return Result(np.concatenate([result.users, entered["u"]]), groups, match)
+
+
 def _reached(level: np.ndarray, n: int) -> list[int]:
     """Streams that reached each step (1…n), from the furthest step of each."""
     counts = np.bincount(level, minlength=n + 1)[1:]
@@ -346,11 +383,12 @@ def _quantiles(durations: np.ndarray) -> dict[str, float | None]:
 
 
 def _profile_groups(cur: duckdb.DuckDBPyConnection, users: np.ndarray, dim: Any) -> np.ndarray:
-    """The breakdown group of each user (``users`` sorted), from their profile."""
-    cur.register("_funnel_users", pa.table({"u": pa.array(users, pa.int64())}))
+    """The breakdown group of each of ``users`` (in that order), from their profile."""
+    cur.register("_funnel_users", pa.table({"u": pa.array(users, pa.int64()),
+                                            "i": pa.array(np.arange(len(users)))}))
     try:
-        got = cur.execute(f"SELECT f.u, {dim.sql} AS g FROM _funnel_users f "
-                          "LEFT JOIN profiles p ON p.user_id = f.u ORDER BY f.u",
+        got = cur.execute(f"SELECT {dim.sql} AS g FROM _funnel_users f "
+                          "LEFT JOIN profiles p ON p.user_id = f.u ORDER BY f.i",
                           dim.params).fetchnumpy()
     finally:
         cur.unregister("_funnel_users")

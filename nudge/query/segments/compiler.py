@@ -12,7 +12,7 @@ SQL never contains user text: event names and values are bound parameters; colum
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -56,6 +56,8 @@ SUBSCRIPTION = {"email": "MSG-email", "sms": "MSG-sms", "whatsapp": "MSG-whatsap
 _CMP = {">=": ">=", ">": ">", "<=": "<=", "<": "<", "=": "=", "!=": "<>"}
 _ORDER = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 _NEGATIVE_OPS = {"neq", "not_in", "not_contains", "not_exists"}
+# Value types the store records per (event, property) (see AccountStore.event_props).
+_EVENT_VALUE_TYPES = ("number", "string", "boolean", "date", "list", "object")
 
 
 def to_ts(epoch: float) -> dt.datetime:
@@ -95,13 +97,40 @@ def profile_only(node: Node) -> bool:
     return isinstance(node, ProfileIs | Reachable)
 
 
+_KIND = {Did: "did", DidNot: "did_not", Aggregate: "aggregate", FirstTime: "first_time",
+         LastDid: "last_did", Sequence: "sequence", ProfileIs: "profile", Reachable: "reachable",
+         InSegment: "segment", And: "and", Or: "or", Not: "not"}
+
+
+def node_paths(node: Node, at: str = "$") -> dict[int, str]:
+    """The JSON path of every node and filter of a parsed definition, by ``id``, as the
+    parser names them: a node's body (``$.and[1].did``), a filter object
+    (``$.and[1].did.where[0]``, ``$.profile``). Compile errors report these."""
+    path = f"{at}.{_KIND[type(node)]}"
+    out = {id(node): path}
+    if isinstance(node, And | Or):
+        for i, c in enumerate(node.children):
+            out.update(node_paths(c, f"{path}[{i}]"))
+    elif isinstance(node, Not):
+        out.update(node_paths(node.child, path))
+    elif isinstance(node, ProfileIs):
+        out[id(node.filter)] = path
+    elif isinstance(node, Sequence):
+        for part, spec in (("first", node.first), ("then", node.then)):
+            out.update({id(f): f"{path}.{part}.where[{i}]" for i, f in enumerate(spec.where)})
+    elif not isinstance(node, Reachable | InSegment):
+        out.update({id(f): f"{path}.where[{i}]" for i, f in enumerate(node.spec.where)})
+    return out
+
+
 class Compiler:
     """Compiles one definition for one account (catalog), at one moment (``now``)."""
 
     def __init__(self, catalog: PropertyCatalog, now: float, timezone: str = "UTC", *,
                  strict: bool = False, user_id: int | None = None,
                  segment_table: Callable[[int], str] | None = None,
-                 events: str = "events") -> None:
+                 events: str = "events",
+                 event_properties: Container[tuple[str, str, str]] | None = None) -> None:
         if events not in EVENT_SOURCES:
             raise ValueError(f"events must be one of {EVENT_SOURCES}")
         self.catalog = catalog
@@ -115,10 +144,21 @@ class Compiler:
         self.user_id = user_id
         self.segment_table = segment_table
         self.path = "$"
+        self.paths: dict[int, str] = {}  # id of a node or filter -> its JSON path
+        # (event, property, value type) seen so far: strict mode checks properties per event.
+        self.event_properties = event_properties
+
+    def locate(self, root: Node) -> None:
+        """Remember the JSON paths under ``root`` so that errors name the offending node."""
+        self.paths = node_paths(root)
+
+    def _path(self, obj: object) -> str:
+        return self.paths.get(id(obj), "$")
 
     # -- entry points -------------------------------------------------------------------
     def members(self, node: Node) -> Sql:
         """A query of the members' user ids."""
+        self.locate(node)
         sql = self.visit(node)
         if sql.negated:
             universe = self.universe()
@@ -221,6 +261,7 @@ class Compiler:
             where.append("e.user_id = ?")
             params.append(self.user_id)
         for f in spec.where:
+            self._check_event_property(spec.event, f.property, f"{self._path(f)}.property")
             text, fparams = self.filter("event", f, "e")
             where.append(text)
             params += fparams
@@ -247,14 +288,28 @@ class Compiler:
         base = self._events(node.spec, node.window)
         return Sql(f"SELECT DISTINCT user_id FROM ({base.text})", base.params, negated=True)
 
+    def _check_event_property(self, event: str, name: str, path: str) -> None:
+        """Strict mode: the property must have been seen on this event (unknown events are
+        valid, but have no properties)."""
+        props = self.event_properties
+        if not self.strict or props is None:
+            return
+        if not any((event, name, t) in props for t in _EVENT_VALUE_TYPES):
+            raise DefinitionError(path, f"event property {name!r} is not in the catalog for "
+                                        f"event {event!r}")
+
     def visit_Aggregate(self, node: Aggregate) -> Sql:
-        col = self.column("event", node.property)
+        self._check_event_property(node.spec.event, node.property,
+                                   f"{self._path(node)}.property")
+        col = self.column("event", node.property, f"{self._path(node)}.property")
         if col is None:  # a property nobody has: every sum / distinct count is 0
+            self._events(node.spec, node.window)  # the event's filters must still be valid
             zero = node.fn in ("sum", "count_distinct") and _compare(0, node.op, node.value)
             return Sql(NOBODY, negated=zero)
         if node.fn != "count_distinct" and col.type != "number":
-            raise DefinitionError(self.path, f"{node.fn} needs a number property; "
-                                             f"{node.property!r} is {col.type}")
+            raise DefinitionError(f"{self._path(node)}.property",
+                                  f"{node.fn} needs a number property; "
+                                  f"{node.property!r} is {col.type}")
         base = self._events(node.spec, node.window, select=f"e.user_id, e.{col.column} AS v")
         agg = "count(DISTINCT v)" if node.fn == "count_distinct" else f"{node.fn}(v)"
         holds_for_zero = node.fn in ("sum", "count_distinct") and _compare(0, node.op, node.value)
@@ -364,16 +419,17 @@ class Compiler:
 
     def visit_InSegment(self, node: InSegment) -> Sql:
         if self.segment_table is None:
-            raise DefinitionError(self.path, "segment references need saved segments")
+            raise DefinitionError(self._path(node), "segment references need saved segments")
         table = self.segment_table(node.segment_id)
         return Sql(f"SELECT user_id FROM {table}", [], negated=not node.member)
 
     # -- property filters ------------------------------------------------------------------
-    def column(self, scope: str, name: str) -> Column | None:
+    def column(self, scope: str, name: str, path: str | None = None) -> Column | None:
         col = SYSTEM_PROFILE.get(name) if scope == "profile" else None
         col = col or self.catalog.get(scope, name)
         if col is None and self.strict:
-            raise DefinitionError(self.path, f"{scope} property {name!r} is not in the catalog")
+            raise DefinitionError(path or self.path,
+                                  f"{scope} property {name!r} is not in the catalog")
         return col
 
     def filter(self, scope: str, f: Filter, alias: str) -> tuple[str, list[Any]]:
@@ -382,7 +438,9 @@ class Compiler:
         Absent values: ``neq``, ``not_in``, ``not_contains`` and ``not_exists`` match people
         without the property; every other operator does not.
         """
-        col = self.column(scope, f.property)
+        path = self._path(f)
+        col = self.column(scope, f.property, f"{path}.property")
+        self.path = f"{path}.value"  # where a type mismatch is reported
         if col is None:  # a property nobody has: only negative operators hold
             return ("true" if f.op in _NEGATIVE_OPS else "false"), []
         ref = f"{alias}.{col.column}"

@@ -99,7 +99,8 @@ class SegmentEngine:
     def compiler(self, now: float, user_id: int | None = None, strict: bool = False,
                  table: Callable[[int], str] | None = None, events: str = "events") -> Compiler:
         return Compiler(self.store.catalog, now, self.timezone, strict=strict,
-                        user_id=user_id, segment_table=table, events=events)
+                        user_id=user_id, segment_table=table, events=events,
+                        event_properties=self.store.event_props)
 
     def sql(self, node: Node, *, strict: bool = False, now: float | None = None) -> Sql:
         """The members query (referenced segments appear as ``_segment_<id>`` tables)."""
@@ -127,6 +128,7 @@ class SegmentEngine:
         compiled before anything runs, so invalid definitions fail as they do for counts.
         """
         def run(cur: duckdb.DuckDBPyConnection, compiler: Compiler) -> bool:
+            compiler.locate(node)  # compile errors name the node's JSON path
             return _holds(cur, _check_plan(compiler, node))
         return self._run(node, run, user_id=user_id, now=now)  # type: ignore[no-any-return]
 

@@ -1,4 +1,4 @@
--- definition: {"profile": {"property": "Signed Up", "op": "gt", "value": "2023-10-01T00:00:00Z"}}
--- explanation: People who whose Signed Up > '2023-10-01T00:00:00Z'
--- params: [{"timestamp": "2023-10-01T00:00:00"}]
+-- definition: {"profile": {"property": "Signed Up", "op": "gt", "value": "2023-10-01T22:13:20Z"}}
+-- explanation: People who whose Signed Up > '2023-10-01T22:13:20Z'
+-- params: [{"timestamp": "2023-10-01T22:13:20"}]
 SELECT p.user_id FROM profiles p WHERE p.pp_8 > ?
