@@ -30,7 +30,7 @@ from nudge.query.segments.compiler import to_ts
 from .buckets import iso_local
 from .common import Report, ReportError
 from .selection import Audience, EventSpec, duration, no_unknown
-from .streams import Streams
+from .streams import Streams, distinct
 
 DIRECTIONS = ("after", "before")
 MAX_STEPS = 10
@@ -126,27 +126,32 @@ class Flows:
 
     def _rows(self, cur: duckdb.DuckDBPyConnection) -> tuple[list[str], dict[str, np.ndarray]]:
         """Event names by code (in name order, so codes compare like names), and the rows
-        (u, t µs, seq, code, hit = matches the anchor) of the users who did the anchor."""
+        (u, t µs, seq, code, hit = matches the anchor) of the users who did the anchor, from
+        their first anchor on (after) or up to their last (before): nothing else can be on a
+        path."""
         names = [r[0] for r in cur.execute("SELECT event FROM event_catalog ORDER BY event")
                  .fetchall()]
         anchor, aparams = self.anchor.condition()
         a_where, a_params = self.audience.conditions()
-        where = ["e.ts >= ?", "e.ts < ?",
-                 f"e.user_id IN (SELECT e.user_id FROM events e WHERE {anchor} "
-                 f"AND e.ts >= ? AND e.ts < ?{''.join(' AND ' + w for w in a_where)})"]
-        params: list[Any] = [to_ts(self.lo), to_ts(self.hi), *aparams, to_ts(self.lo),
-                             to_ts(self.hi), *a_params]
+        anchors = (f"SELECT e.user_id, min(e.ts) AS first, max(e.ts) AS last FROM events e "
+                   f"WHERE {' AND '.join([anchor, 'e.ts >= ?', 'e.ts < ?', *a_where])} "
+                   "GROUP BY e.user_id")
+        near = "e.ts >= a.first" if self.direction == "after" else "e.ts <= a.last"
+        where = ["e.ts >= ?", "e.ts < ?", near]
+        params: list[Any] = [to_ts(self.lo), to_ts(self.hi)]
         if self.exclude:
             where.append(f"e.event NOT IN ({', '.join('?' * len(self.exclude))})")
             params += self.exclude
         # The event name's position in the catalog (a join with a few rows) is cheaper to
         # carry than the name itself.
         sql = (f"SELECT e.user_id AS u, epoch_us(e.ts) AS t, e.seq AS seq, c.code, "
-               f"coalesce({anchor}, false) AS hit FROM events e JOIN "
-               "(SELECT event, (row_number() OVER (ORDER BY event) - 1)::INTEGER AS code "
+               f"coalesce({anchor}, false) AS hit FROM events e "
+               f"JOIN ({anchors}) a ON a.user_id = e.user_id "
+               "JOIN (SELECT event, (row_number() OVER (ORDER BY event) - 1)::INTEGER AS code "
                "FROM event_catalog) c ON c.event = e.event "
                f"WHERE {' AND '.join(where)}")
-        cols = cur.execute(sql, [*aparams, *params]).fetchnumpy()
+        args = [*aparams, *aparams, to_ts(self.lo), to_ts(self.hi), *a_params, *params]
+        cols = cur.execute(sql, args).fetchnumpy()
         return names, {k: np.asarray(v) for k, v in cols.items()}
 
     # -- paths ------------------------------------------------------------------------------
@@ -176,7 +181,7 @@ class Flows:
             "event": self.anchor.event, "direction": self.direction, "steps": self.steps,
             "session_gap_s": self.gap_s, "timezone": self.report.timezone,
             "from": iso_local(self.lo, tz), "to": iso_local(self.hi, tz),
-            "paths": int(len(paths.codes)), "users": int(len(np.unique(paths.users))),
+            "paths": int(len(paths.codes)), "users": len(distinct(paths.users)),
             "nodes": nodes, "links": _links(paths, node_of),
             "sequences": self._sequences(names, paths),
         }

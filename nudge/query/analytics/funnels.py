@@ -45,7 +45,7 @@ from .rollup import (
     top_values,
 )
 from .selection import Audience, EventSpec, duration, no_unknown
-from .streams import Streams, quantile
+from .streams import Streams, distinct, quantile
 
 ORDERS = ("ordered", "strict", "any")
 MIN_STEPS, MAX_STEPS = 2, 10
@@ -345,12 +345,13 @@ def _first_step_only(cols: dict[str, np.ndarray], by: tuple[str, ...]
     entering = ~keep & ((m & 1) != 0) & cols["entry"].astype(bool)
     users = u[entering]
     if len(by) == 1:
-        return {k: v[keep] for k, v in cols.items()}, {"u": np.unique(users)}
+        return {k: v[keep] for k, v in cols.items()}, {"u": distinct(users)}
     # (user, group) pairs as one number (np.unique over rows is ten times slower).
     g = cols["g"][entering].astype(np.int64)
     width = int(g.max()) + 1 if len(g) else 1
-    pairs = np.unique(users * width + g)
+    pairs = distinct(users * width + g)
     return {k: v[keep] for k, v in cols.items()}, {"u": pairs // width, "g": pairs % width}
+
 
 
 def _combine(result: Result, entered: dict[str, np.ndarray], n: int) -> Result:

@@ -185,6 +185,17 @@ def bit(mask: np.ndarray, i: int) -> np.ndarray:
     return (mask & (1 << i)) != 0
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values: a sort and a comparison (numpy 2's hashing ``np.unique`` took
+    15 times longer on 600k user ids).
+
+    >>> distinct(np.array([3, 1, 3, 2])).tolist()
+    [1, 2, 3]
+    """
+    s = np.sort(values)
+    return s[np.concatenate(([True], s[1:] != s[:-1]))] if len(s) else s
+
+
 def quantile(values: np.ndarray, q: float) -> float | None:
     """Linear interpolation between the closest ranks, as DuckDB's ``quantile_cont`` (and
     the trends report) computes medians and percentiles.

@@ -438,9 +438,10 @@ class Compiler:
         Absent values: ``neq``, ``not_in``, ``not_contains`` and ``not_exists`` match people
         without the property; every other operator does not.
         """
-        path = self._path(f)
-        col = self.column(scope, f.property, f"{path}.property")
-        self.path = f"{path}.value"  # where a type mismatch is reported
+        known = self.paths.get(id(f))  # None: the caller set ``self.path`` (analytics)
+        col = self.column(scope, f.property, None if known is None else f"{known}.property")
+        if known is not None:
+            self.path = f"{known}.value"  # where a type mismatch is reported
         if col is None:  # a property nobody has: only negative operators hold
             return ("true" if f.op in _NEGATIVE_OPS else "false"), []
         ref = f"{alias}.{col.column}"
