@@ -1,6 +1,6 @@
 """End-to-end ingest over HTTP, beside the store's own append rate and DuckDB's.
 
-    python -m bench.ingest_http [--events 300000] [--reps 3] [--profile]
+    python -m bench.ingest_http [--events 200000] [--reps 3] [--profile]
 
 1. HTTP: a real ``nudge serve`` on a temp data dir; load generator processes send batches of
    100 demo-shaped event records (unique msgIds) to ``POST /1/upload`` over keep-alive
@@ -257,6 +257,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     records_json = data.event_records(args.events, args.users)
     bodies = encode_bodies(records_json, args.batch)
+    props = sum(len(r.get("evtData") or {}) for r in records_json) / max(len(records_json), 1)
+    print(f"# records: {props:.1f} properties per event on average, "
+          f"{sum(map(len, bodies)) / max(len(records_json), 1):.0f} bytes of JSON per event",
+          flush=True)
     del records_json
     if args.compare_root is not None:
         return compare(bodies, args)

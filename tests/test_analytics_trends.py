@@ -198,6 +198,20 @@ def test_event_and_profile_filters(srv: NudgeServer, data: Data) -> None:
         second, out["buckets"], "day", "total")
 
 
+def test_profile_breakdown_with_profile_filter_and_segment(srv: NudgeServer, data: Data) -> None:
+    out = trend(srv, [{"event": "View", "measure": "unique_users"}], *MARCH,
+                breakdown={"scope": "profile", "property": "Plan"},
+                profile_where=[{"property": "Plan", "op": "eq", "value": "pro"}],
+                segment={"profile": {"property": "Age", "op": "lt", "value": 40}})
+    rows = data.rows("View", *MARCH, lambda e: data.people[e.user].props["Plan"] == "pro"
+                     and data.people[e.user].props["Age"] < 40)
+    assert out["breakdown"]["groups"] == [{"value": "pro"}]
+    s = out["series"][0]
+    want = expected(rows, out["buckets"], "day", "unique_users")
+    assert (s["values"], s["total"]) == want
+    assert (s["groups"][0]["values"], s["groups"][0]["total"]) == want
+
+
 SEGMENT = {"profile": {"property": "City", "op": "in", "value": ["Paris", "Oslo"]}}
 
 
