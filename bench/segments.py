@@ -234,6 +234,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     engine = SegmentEngine(store)
     ref = duckdb.connect(str(directory / "reference.duckdb"), read_only=True)
     ref.execute("SET TimeZone = 'UTC'")
+    ref.execute("SET enable_progress_bar = false")
     ch = None if args.no_chdb else open_chdb(directory, print)
     nodes: dict[str, Node] = {k: parse(v, now) for k, v in definitions().items()}
     dsql, csql = duckdb_sql(now), clickhouse_sql(now)
