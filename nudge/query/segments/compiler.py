@@ -79,6 +79,9 @@ class Sql:
     text: str
     params: list[Any] = field(default_factory=list)
     negated: bool = False
+    # Every member is among the people the enclosing ANDs' profile conditions select (the
+    # rows were restricted to them), so intersecting with those is unnecessary.
+    within: bool = False
 
 
 def _join(op: str, parts: list[Sql]) -> Sql:
@@ -86,6 +89,9 @@ def _join(op: str, parts: list[Sql]) -> Sql:
         return Sql(parts[0].text, list(parts[0].params))
     text = f" {op} ".join(f"({p.text})" for p in parts)
     return Sql(text, [x for p in parts for x in p.params])
+
+
+EVENT_CONDITIONS = (Did, DidNot, Aggregate, FirstTime, LastDid, Sequence)
 
 
 def profile_only(node: Node) -> bool:
@@ -144,6 +150,8 @@ class Compiler:
         self.user_id = user_id
         self.segment_table = segment_table
         self.path = "$"
+        # Profile sets (SQL, params) that event rows are restricted to (see visit_And).
+        self.restrict: list[tuple[str, list[Any]]] = []
         self.paths: dict[int, str] = {}  # id of a node or filter -> its JSON path
         # (event, property, value type) seen so far: strict mode checks properties per event.
         self.event_properties = event_properties
@@ -173,7 +181,10 @@ class Compiler:
     def visit(self, node: Node) -> Sql:
         if profile_only(node):
             return self.profile_set(node)
-        return getattr(self, f"visit_{type(node).__name__}")(node)  # type: ignore[no-any-return]
+        sql: Sql = getattr(self, f"visit_{type(node).__name__}")(node)
+        if self.restrict and isinstance(node, EVENT_CONDITIONS) and not sql.negated:
+            sql.within = True
+        return sql
 
     # -- profile-only subtrees ---------------------------------------------------------------
     def profile_set(self, node: Node) -> Sql:
@@ -205,7 +216,29 @@ class Compiler:
 
     # -- boolean structure ------------------------------------------------------------------
     def visit_And(self, node: And) -> Sql:
-        parts = [self.visit(c) for c in node.children]
+        profile = [c for c in node.children if profile_only(c)]
+        others = [c for c in node.children if not profile_only(c)]
+        if profile and others and self.user_id is None:
+            # Restrict the event conditions' rows to the people the profile conditions
+            # select (a semi-join before aggregating: "City = X" keeps 7% of the rows that
+            # "did Charged ≥ 3 times" would otherwise group). Every condition's answer then
+            # agrees with the unrestricted one on those people, which is all the AND needs;
+            # the profile set is intersected only if no part is already inside it.
+            pset = self.profile_set(profile[0] if len(profile) == 1 else And(tuple(profile)))
+            parts = []
+            for c in others:
+                self.restrict.append((pset.text, pset.params))
+                try:
+                    sql = self.visit(c)
+                finally:
+                    self.restrict.pop()
+                if sql.negated and isinstance(c, EVENT_CONDITIONS):
+                    sql = self.visit(c)  # subtracted: restricting its rows saves nothing
+                parts.append(sql)
+            if not any(p.within and not p.negated for p in parts):
+                parts.append(pset)
+        else:
+            parts = [self.visit(c) for c in node.children]
         pos = [p for p in parts if not p.negated]
         neg = [p for p in parts if p.negated]
         if not pos:
@@ -213,9 +246,11 @@ class Compiler:
             out.negated = True
             return out
         out = _join("INTERSECT", pos)
+        out.within = any(p.within for p in pos)
         if neg:
             rest = _join("UNION", neg)
-            out = Sql(f"({out.text}) EXCEPT ({rest.text})", out.params + rest.params)
+            out = Sql(f"({out.text}) EXCEPT ({rest.text})", out.params + rest.params,
+                      within=out.within)
         return out
 
     def visit_Or(self, node: Or) -> Sql:
@@ -223,7 +258,9 @@ class Compiler:
         pos = [p for p in parts if not p.negated]
         neg = [p for p in parts if p.negated]
         if not neg:
-            return _join("UNION", pos)
+            out = _join("UNION", pos)
+            out.within = all(p.within for p in pos)
+            return out
         # a ∪ ¬b ∪ ¬c = ¬((b ∩ c) \ a)
         out = _join("INTERSECT", neg)
         if pos:
@@ -260,6 +297,9 @@ class Compiler:
         if self.user_id is not None:
             where.append("e.user_id = ?")
             params.append(self.user_id)
+        for people, people_params in self.restrict:
+            where.append(f"e.user_id IN ({people})")
+            params += people_params
         for f in spec.where:
             self._check_event_property(spec.event, f.property, f"{self._path(f)}.property")
             text, fparams = self.filter("event", f, "e")

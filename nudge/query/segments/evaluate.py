@@ -198,5 +198,6 @@ def _holds(cur: duckdb.DuckDBPyConnection, check: _Check) -> bool:
     if kind == "not":
         return not _holds(cur, body)
     sql: Sql = body
-    found = cur.execute(f"SELECT EXISTS ({sql.text})", sql.params).fetchone()[0]
-    return bool(found) != sql.negated
+    row = cur.execute(f"SELECT EXISTS ({sql.text})", sql.params).fetchone()
+    assert row is not None
+    return bool(row[0]) != sql.negated
