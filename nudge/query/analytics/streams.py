@@ -2,13 +2,12 @@
 and flows.
 
 Funnels and flows follow each user's events in order, which SQL can only do with window
-functions, i.e. a sort per level, or with ``list_reduce`` over per-user lists, which runs its
-lambda once per list position and crawls on heavy users (2,000 events each). Measured on
-1.9M step events (docs/benchmarks.md): nested windows 4.4 s, ``list_reduce`` 22 s, ASOF
-joins 4.3 s; DuckDB selecting the rows and numpy sorting them once and scanning them with
-vectorised forward fills, well under a second. So SQL selects and filters the rows (pruned by
-the (event, ts) layout) and everything order-dependent happens here, one sort and a handful
-of array passes, with no Python loop over rows or users.
+functions (a sort per step), ASOF joins (a sort per step), or ``list_reduce`` over per-user
+lists (its lambda runs once per list position for a whole vector, and crawls when one user
+has 2,000 events). On the 10M-event benchmark's 3-step funnel (1.9M step events,
+docs/benchmarks.md) those took 2.5x, 1.6x and 10x the time of this: DuckDB selects and
+filters the rows (pruned by the (event, ts) layout), numpy orders them once (a radix sort)
+and scans them with vectorised forward fills — no Python loop over rows or users.
 
 A stream is a *segment*: consecutive rows with the same partition key (a user, or a user and
 a breakdown group), ordered by (time, seq) — ``seq`` breaks ties between equal timestamps in
