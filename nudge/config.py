@@ -40,10 +40,21 @@ class Settings:
     max_typed_columns: int = 400
     duckdb_memory_limit: str = ""  # empty: DuckDB's default (80% of RAM)
     duckdb_threads: int = 0  # 0: DuckDB's default (all cores)
+    # Master key (base64 of 32 bytes) that wraps every account's data key; or a file holding
+    # it. Neither set: a key file next to (never inside) the data directory, created once.
+    master_key: str = ""
+    master_key_file: str = ""
 
     @property
     def control_database_url(self) -> str:
         return self.control_url or f"sqlite:///{self.data_dir / 'control.db'}"
+
+    @property
+    def master_key_path(self) -> Path:
+        if self.master_key_file:
+            return Path(self.master_key_file)
+        d = self.data_dir.resolve()
+        return d.parent / f"{d.name}.master-key"
 
     @property
     def accounts_dir(self) -> Path:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from nudge import __version__
 from nudge.config import Settings
+from nudge.privacy.keys import Keyring, load_master_key
 from nudge.store import control
 from nudge.store.registry import StoreRegistry
 from nudge.tenancy.accounts import AccountDirectory
@@ -24,7 +25,8 @@ log = logging.getLogger("nudge.api")
 def create_app(settings: Settings) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = control.connect(settings.control_database_url)
-    nudge = Nudge(settings, AccountDirectory(engine), StoreRegistry(settings))
+    keyring = Keyring(engine, load_master_key(settings.master_key, settings.master_key_path))
+    nudge = Nudge(settings, AccountDirectory(engine), StoreRegistry(settings), keyring)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ from fastapi import Request
 
 from nudge.config import Settings
 from nudge.errors import AuthError, TooManyRequests
+from nudge.privacy.keys import Keyring
 from nudge.store.account import AccountStore
 from nudge.store.registry import StoreRegistry
 from nudge.tenancy.accounts import AccountDirectory
@@ -28,6 +29,7 @@ class Nudge:
     settings: Settings
     accounts: AccountDirectory
     stores: StoreRegistry
+    keyring: Keyring
     inflight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     lock: threading.Lock = field(default_factory=threading.Lock)
     ready: bool = False

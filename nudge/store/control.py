@@ -63,6 +63,20 @@ segment_versions = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+# Envelope encryption (nudge/privacy/keys.py): each account's random 256-bit data key, only
+# ever stored wrapped (AES-256-GCM) by the master key, which is never stored here.
+account_keys = sa.Table(
+    "account_keys",
+    metadata,
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
+    # First 8 bytes of SHA-256 of the master key that wrapped it (hex): a wrong master key is
+    # recognised before anything is decrypted with it.
+    sa.Column("master_key_id", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("rewrapped_at", sa.Float, nullable=True),
+)
+
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()

@@ -1,0 +1,173 @@
+"""Envelope encryption: a master key wraps one random data key per account.
+
+- The **master key** (32 bytes) comes from ``NUDGE_MASTER_KEY`` (base64) or a key file outside
+  the data directory (``NUDGE_MASTER_KEY_FILE``; created once, mode 0600, if missing). It is
+  never stored in the control store or an account store.
+- Each account's **data key** (32 random bytes) is stored only wrapped with AES-256-GCM under
+  the master key, with the account id as associated data (a wrapped key copied to another
+  account's row does not unwrap). Rotating the master key re-wraps data keys; no data is
+  rewritten.
+- **Field encryption** (:meth:`Keyring.seal` / :meth:`Keyring.open`): secrets in the control
+  store (provider credentials, webhook secrets, TOTP seeds) are AES-256-GCM under the
+  account's data key, bound by associated data to the account and the field's *purpose*
+  (e.g. ``"channel:email"``), so a value moved to another field or account fails to decrypt.
+- The data key is also the DuckDB ``ENCRYPTION_KEY`` of the account's database file
+  (:meth:`Keyring.duckdb_key`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy.engine import Engine
+
+from nudge.errors import ConfigError, NudgeError
+from nudge.store import control
+
+_NONCE = 12
+_SEALED_PREFIX = "v1:"
+
+
+class KeyError_(NudgeError):
+    """A key is missing, or a ciphertext does not open with the key given (wrong key,
+    tampered data, or data bound to another account or field)."""
+
+
+def parse_master_key(text: str, source: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except ValueError:
+        raise ConfigError(f"{source}: the master key must be base64 of 32 bytes") from None
+    if len(key) != 32:
+        raise ConfigError(f"{source}: the master key must be 32 bytes, got {len(key)}")
+    return key
+
+
+def new_master_key_text() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def load_master_key(env_value: str, path: Path, create: bool = True) -> bytes:
+    """The master key from the environment value, else from ``path`` (created if asked)."""
+    if env_value:
+        return parse_master_key(env_value, "NUDGE_MASTER_KEY")
+    if not path.exists():
+        if not create:
+            raise ConfigError(f"no master key: set NUDGE_MASTER_KEY or create {path}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_master_key_text() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    return parse_master_key(path.read_text(), str(path))
+
+
+def master_key_id(master: bytes) -> str:
+    return hashlib.sha256(b"nudge-master-key-id" + master).hexdigest()[:16]
+
+
+def _wrap(master: bytes, account_id: str, data_key: bytes) -> bytes:
+    nonce = secrets.token_bytes(_NONCE)
+    return nonce + AESGCM(master).encrypt(nonce, data_key, b"nudge-dk:" + account_id.encode())
+
+
+def _unwrap(master: bytes, account_id: str, wrapped: bytes) -> bytes:
+    try:
+        return AESGCM(master).decrypt(wrapped[:_NONCE], wrapped[_NONCE:],
+                                      b"nudge-dk:" + account_id.encode())
+    except InvalidTag:
+        raise KeyError_(f"the data key of account {account_id} does not unwrap with this "
+                        "master key") from None
+
+
+class Keyring:
+    """Data keys of all accounts, unwrapped on first use and cached in memory."""
+
+    def __init__(self, engine: Engine, master: bytes) -> None:
+        self._engine = engine
+        self._master = master
+        self._id = master_key_id(master)
+        self._keys: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def data_key(self, account_id: str) -> bytes:
+        """The account's data key; created (and stored wrapped) on first use."""
+        key = self._keys.get(account_id)
+        if key is not None:
+            return key
+        with self._lock:
+            key = self._keys.get(account_id)
+            if key is None:
+                key = self._load_or_create(account_id)
+                self._keys[account_id] = key
+        return key
+
+    def _load_or_create(self, account_id: str) -> bytes:
+        t = control.account_keys
+        with self._engine.begin() as conn:
+            row = conn.execute(sa.select(t.c.wrapped_key, t.c.master_key_id)
+                               .where(t.c.account_id == account_id)).first()
+            if row is None:
+                key = secrets.token_bytes(32)
+                conn.execute(t.insert().values(account_id=account_id,
+                                               wrapped_key=_wrap(self._master, account_id, key),
+                                               master_key_id=self._id, created_at=time.time()))
+                return key
+        if row.master_key_id != self._id:
+            raise KeyError_(f"account {account_id}'s data key was wrapped by another master "
+                            f"key (id {row.master_key_id}, this one is {self._id})")
+        return _unwrap(self._master, account_id, bytes(row.wrapped_key))
+
+    def forget(self, account_id: str) -> None:
+        with self._lock:
+            self._keys.pop(account_id, None)
+
+    def duckdb_key(self, account_id: str) -> str:
+        """The account database's ``ENCRYPTION_KEY`` (derived, so it is never the raw key)."""
+        return hashlib.sha256(b"nudge-duckdb" + self.data_key(account_id)).hexdigest()
+
+    def seal(self, account_id: str, purpose: str, plaintext: bytes) -> str:
+        """AES-256-GCM under the account's data key, bound to (account, purpose)."""
+        nonce = secrets.token_bytes(_NONCE)
+        ct = AESGCM(self.data_key(account_id)).encrypt(nonce, plaintext,
+                                                       _aad(account_id, purpose))
+        return _SEALED_PREFIX + base64.b64encode(nonce + ct).decode()
+
+    def open(self, account_id: str, purpose: str, sealed: str) -> bytes:
+        if not sealed.startswith(_SEALED_PREFIX):
+            raise KeyError_("not a sealed value")
+        raw = base64.b64decode(sealed[len(_SEALED_PREFIX):])
+        try:
+            return AESGCM(self.data_key(account_id)).decrypt(raw[:_NONCE], raw[_NONCE:],
+                                                             _aad(account_id, purpose))
+        except InvalidTag:
+            raise KeyError_(f"sealed value does not open for account {account_id}, "
+                            f"field {purpose!r}") from None
+
+
+def _aad(account_id: str, purpose: str) -> bytes:
+    return f"nudge-field:{account_id}:{purpose}".encode()
+
+
+def rewrap_all(engine: Engine, old_master: bytes, new_master: bytes) -> int:
+    """Re-wrap every data key from ``old_master`` to ``new_master`` in one transaction."""
+    t = control.account_keys
+    new_id, n = master_key_id(new_master), 0
+    with engine.begin() as conn:
+        for row in conn.execute(sa.select(t.c.account_id, t.c.wrapped_key)).all():
+            key = _unwrap(old_master, row.account_id, bytes(row.wrapped_key))
+            conn.execute(t.update().where(t.c.account_id == row.account_id).values(
+                wrapped_key=_wrap(new_master, row.account_id, key), master_key_id=new_id,
+                rewrapped_at=time.time()))
+            n += 1
+    return n
