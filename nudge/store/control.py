@@ -78,6 +78,199 @@ account_keys = sa.Table(
 )
 
 
+# -- engage: campaigns and the message delivery service (nudge/engage/) -----------------------
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # one_time | recurring | api | trigger
+    sa.Column("status", sa.String(16), nullable=False),  # draft | scheduled | running | ...
+    sa.Column("definition", sa.Text, nullable=False),  # JSON, checked by engage/campaigns.py
+    sa.Column("next_run_at", sa.Float, nullable=True),  # scheduler: next occurrence due
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+)
+sa.Index("ix_campaigns_account", campaigns.c.account_id)
+sa.Index("ix_campaigns_due", campaigns.c.status, campaigns.c.next_run_at)
+
+# One occurrence of a campaign's audience expansion; ``cursor`` advances in the same
+# transaction as the outbox rows it covers, so expansion resumes exactly after a crash.
+campaign_runs = sa.Table(
+    "campaign_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), nullable=False),
+    sa.Column("campaign_id", sa.Integer, sa.ForeignKey("campaigns.id"), nullable=False),
+    sa.Column("occurrence", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # snapshot | expanding | done
+    sa.Column("audience_path", sa.Text, nullable=True),
+    sa.Column("total", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cursor", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("campaign_id", "occurrence", name="uq_campaign_runs_occurrence"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), nullable=False),
+    # (campaign, occurrence, user, variant[, fallback step]): unique, so no retry, resumed
+    # expansion or restart can create a second message for the same send.
+    sa.Column("idem_key", sa.String(200), nullable=False, unique=True),
+    sa.Column("campaign_id", sa.Integer, nullable=True),
+    sa.Column("occurrence", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("variant", sa.String(32), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("category", sa.String(64), nullable=False, server_default="general"),
+    sa.Column("transactional", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("to_addr", sa.Text, nullable=True),
+    sa.Column("content", sa.Text, nullable=True),  # rendered, JSON
+    sa.Column("meta", sa.Text, nullable=True),  # JSON: fallbacks, inaction check, ...
+    # pending | sending | sent | delivered | failed | rejected | unreachable | dead |
+    # skipped | control
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("provider_id", sa.String(200), nullable=True),
+    sa.Column("parent_id", sa.Integer, nullable=True),  # the message this one falls back from
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("sent_at", sa.Float, nullable=True),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Column("opened_at", sa.Float, nullable=True),
+    sa.Column("clicked_at", sa.Float, nullable=True),
+    sa.Column("converted_at", sa.Float, nullable=True),
+    sa.Column("revenue", sa.Float, nullable=True),
+)
+sa.Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
+sa.Index("ix_outbox_user", outbox.c.account_id, outbox.c.user_id, outbox.c.created_at)
+sa.Index("ix_outbox_campaign", outbox.c.campaign_id, outbox.c.status)
+sa.Index("ix_outbox_provider", outbox.c.provider_id)
+
+# Subscription state per (user, channel, category); "*" = every category. No row: subscribed.
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("account_id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.BigInteger, primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("category", sa.String(64), primary_key=True),
+    sa.Column("subscribed", sa.Boolean, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# Outbound event webhooks: committed events matching (event, filters) are POSTed, signed.
+event_webhooks = sa.Table(
+    "event_webhooks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("definition", sa.Text, nullable=False),  # JSON: url, event, where
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+)
+
+# -- auth (issue 6): dashboard users, memberships, sessions, MFA, login throttle, audit -------
+# See nudge/tenancy/{users,sessions,mfa,roles,audit}.py and docs/security.md.
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),  # lower-cased
+    # Argon2id PHC string; or an imported legacy PBKDF2-HMAC-SHA1 hash until next login.
+    sa.Column("password_hash", sa.String(400), nullable=False),
+    # The account whose data key seals this user's TOTP seed (the account it was created in).
+    sa.Column("home_account_id", sa.String(32), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("totp_secret", sa.Text, nullable=True),  # sealed (Keyring.seal)
+    sa.Column("totp_pending", sa.Text, nullable=True),  # sealed, enrollment not confirmed
+    sa.Column("totp_last_step", sa.Integer, nullable=True),  # one-time use of codes
+    sa.Column("mfa_enabled_at", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("password_changed_at", sa.Float, nullable=False),
+    sa.Column("last_login_at", sa.Float, nullable=True),
+    sa.Column("disabled_at", sa.Float, nullable=True),
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), primary_key=True),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+sa.Index("ix_memberships_account", memberships.c.account_id)
+
+recovery_codes = sa.Table(
+    "recovery_codes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("code_hash", sa.String(64), nullable=False),  # SHA-256 of an 80-bit code
+    sa.Column("used_at", sa.Float, nullable=True),
+)
+sa.Index("ix_recovery_codes_user", recovery_codes.c.user_id)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # SHA-256 of the cookie token
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    # "mfa": password checked, TOTP pending; "enroll": must enroll MFA first; "full".
+    sa.Column("stage", sa.String(8), nullable=False),
+    sa.Column("csrf_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("source_ip", sa.String(64), nullable=True),
+    sa.Column("user_agent", sa.String(300), nullable=True),
+)
+sa.Index("ix_sessions_user", sessions.c.user_id)
+
+login_throttle = sa.Table(
+    "login_throttle",
+    metadata,
+    # "email:<sha256>" or "ip:<address>": rows exist for unknown emails too.
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_failure_at", sa.Float, nullable=False),
+    sa.Column("locked_until", sa.Float, nullable=True),
+)
+
+password_resets = sa.Table(
+    "password_resets",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), nullable=True),  # null: not about one account
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),  # "user:<email>", "key:<prefix>", "cli"
+    sa.Column("action", sa.String(80), nullable=False),
+    sa.Column("target", sa.String(300), nullable=False, server_default=""),
+    sa.Column("detail", sa.Text, nullable=False, server_default="{}"),  # JSON, never secrets
+    sa.Column("source_ip", sa.String(64), nullable=True),
+    sa.Column("user_agent", sa.String(300), nullable=True),
+)
+sa.Index("ix_audit_account_at", audit_log.c.account_id, audit_log.c.at)
+# -- end auth ---------------------------------------------------------------------------------
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
