@@ -166,6 +166,15 @@ subscriptions = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+# Account-wide delivery policy (global frequency caps, default quiet hours), JSON.
+engage_policies = sa.Table(
+    "engage_policies",
+    metadata,
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 # Outbound event webhooks: committed events matching (event, filters) are POSTed, signed.
 event_webhooks = sa.Table(
     "event_webhooks",
