@@ -279,6 +279,42 @@ audit_log = sa.Table(
 sa.Index("ix_audit_account_at", audit_log.c.account_id, audit_log.c.at)
 # -- end auth ---------------------------------------------------------------------------------
 
+# -- channels (issue 5, item 1): provider configs and the in-app inbox -------------------------
+# See nudge/engage/channel_config.py, nudge/engage/inbox.py and docs/channels.md.
+channel_configs = sa.Table(
+    "channel_configs",
+    metadata,
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("provider", sa.String(32), primary_key=True),
+    # JSON of the provider configuration, sealed (Keyring.seal, purpose "channel:<name>").
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+inbox_messages = sa.Table(
+    "inbox_messages",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),  # stream cursor
+    sa.Column("account_id", sa.String(32), nullable=False),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("message_id", sa.String(64), nullable=False),  # the outbox message id
+    sa.Column("campaign_id", sa.String(64), nullable=True),
+    sa.Column("meta", sa.Text, nullable=False),  # JSON: campaign, variant, tracking ids
+    sa.Column("content", sa.Text, nullable=False),  # JSON: title, body, layout, data
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("read_at", sa.Float, nullable=True),
+    sa.Column("dismissed_at", sa.Float, nullable=True),
+    # A retried send of the same outbox message finds its row instead of adding a second.
+    sa.UniqueConstraint("account_id", "message_id", name="uq_inbox_message"),
+)
+sa.Index("ix_inbox_user", inbox_messages.c.account_id, inbox_messages.c.user_id,
+         inbox_messages.c.seq)
+# -- end channels -----------------------------------------------------------------------------
+
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
