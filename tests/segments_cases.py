@@ -138,6 +138,12 @@ def cases(now: int, charged_30d: int = 1, paris: int = 2) -> dict[str, Any]:
                                                    "value": 1}},
         "aggregate_unknown_property": {"aggregate": {"event": "Charged", "property": "Nope",
                                                      "fn": "sum", "op": "<", "value": 1}},
+        # rfm / intent (nudge/predict): RFM computed live; no goal is trained here
+        "rfm_segment": {"rfm_segment": {"in": ["champions", "loyal", "hibernating"]}},
+        "rfm_segment_no_purchases": {"rfm_segment": {"in": ["no_purchases", "new_customers"]}},
+        "rfm_score": {"rfm_score": {"r": [4, 5], "m": [1, 2, 3]}},
+        "intent_bucket_untrained": {"intent_bucket": {"goal": 1, "in": ["most_likely"]}},
+        "intent_score_untrained": {"intent_score": {"goal": 1, "op": ">=", "value": 0.5}},
         # first_time
         "first_time_last": {"first_time": {"event": "Charged",
                                            "window": {"last": {"days": 7}}}},

@@ -46,6 +46,16 @@ SUBSCRIPTION = {"email": "MSG-email", "sms": "MSG-sms", "whatsapp": "MSG-whatsap
                 "push": "MSG-push", "webpush": "MSG-push"}
 
 
+# The standard RFM map over the (R, F) grid, written out cell by cell from its definition.
+RFM_GRID = {(r, f): name for name, rs, fs in [
+    ("champions", (5,), (4, 5)), ("loyal", (3, 4), (4, 5)),
+    ("potential_loyalists", (4, 5), (2, 3)), ("new_customers", (5,), (1,)),
+    ("promising", (4,), (1,)), ("need_attention", (3,), (3,)),
+    ("about_to_sleep", (3,), (1, 2)), ("at_risk", (1, 2), (3, 4)),
+    ("cant_lose_them", (1, 2), (5,)), ("hibernating", (1, 2), (1, 2))]
+    for r in rs for f in fs}
+
+
 class TypeMismatch(Exception):
     """The definition applies an operator or value to a property of another type."""
 
@@ -356,6 +366,45 @@ class Reference:
 
     def _segment(self, b: dict[str, Any], key: str) -> bool:
         return self.holds(self.saved[b["id"]], key) == b.get("member", True)
+
+    # -- RFM (default settings: Charged / Amount / 365 days) and intent scores -----------
+    def _rfm(self) -> dict[str, tuple[int, int, int, str]]:
+        """Every buyer's (R, F, M, segment): quintile cut points by numpy's linear
+        interpolation, score = 1 + the number of cut points the value is above."""
+        import numpy as np
+
+        if getattr(self, "_rfm_cache", None) is None:
+            rows = {}
+            for k in self.people:
+                evs = [e for e in self.events[k] if e.event == "Charged"
+                       and self.now - 365 * DAY <= e.ts <= self.now]
+                if evs:
+                    money = sum(v for e in evs
+                                if (v := self._value("event", "Amount", e.props, k)) is not None)
+                    rows[k] = (max(e.ts for e in evs), len(evs), float(money))
+            out = {}
+            if rows:
+                cuts = [np.quantile([r[i] for r in rows.values()], [0.2, 0.4, 0.6, 0.8])
+                        for i in range(3)]
+                for k, r in rows.items():
+                    r_, f_, m_ = (1 + int(sum(r[i] > c for c in cuts[i])) for i in range(3))
+                    out[k] = (r_, f_, m_, RFM_GRID[(r_, f_)])
+            self._rfm_cache = out
+        return self._rfm_cache  # type: ignore[no-any-return]
+
+    def _rfm_segment(self, b: dict[str, Any], key: str) -> bool:
+        row = self._rfm().get(key)
+        return (row[3] if row else "no_purchases") in b["in"]
+
+    def _rfm_score(self, b: dict[str, Any], key: str) -> bool:
+        row = self._rfm().get(key)
+        return row is not None and all(row[i] in b[k] for i, k in enumerate("rfm") if k in b)
+
+    def _intent_bucket(self, b: dict[str, Any], key: str) -> bool:
+        return False  # no goal is trained in these data: nobody has a score
+
+    def _intent_score(self, b: dict[str, Any], key: str) -> bool:
+        return False
 
     def _and(self, b: list[Any], key: str) -> bool:
         return all(self.holds(c, key) for c in b)

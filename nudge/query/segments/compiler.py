@@ -29,12 +29,14 @@ from .model import (
     Filter,
     FirstTime,
     InSegment,
+    Intent,
     LastDid,
     Node,
     Not,
     Or,
     ProfileIs,
     Reachable,
+    Rfm,
     Sequence,
     Window,
 )
@@ -106,13 +108,23 @@ def profile_only(node: Node) -> bool:
 _KIND = {Did: "did", DidNot: "did_not", Aggregate: "aggregate", FirstTime: "first_time",
          LastDid: "last_did", Sequence: "sequence", ProfileIs: "profile", Reachable: "reachable",
          InSegment: "segment", And: "and", Or: "or", Not: "not"}
+_KIND_PREDICT = {"segments": "rfm_segment", "scores": "rfm_score", "buckets": "intent_bucket",
+                 "score": "intent_score"}
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, Rfm):
+        return _KIND_PREDICT["segments" if node.segments else "scores"]
+    if isinstance(node, Intent):
+        return _KIND_PREDICT["buckets" if node.buckets else "score"]
+    return _KIND[type(node)]
 
 
 def node_paths(node: Node, at: str = "$") -> dict[int, str]:
     """The JSON path of every node and filter of a parsed definition, by ``id``, as the
     parser names them: a node's body (``$.and[1].did``), a filter object
     (``$.and[1].did.where[0]``, ``$.profile``). Compile errors report these."""
-    path = f"{at}.{_KIND[type(node)]}"
+    path = f"{at}.{_kind(node)}"
     out = {id(node): path}
     if isinstance(node, And | Or):
         for i, c in enumerate(node.children):
@@ -124,7 +136,7 @@ def node_paths(node: Node, at: str = "$") -> dict[int, str]:
     elif isinstance(node, Sequence):
         for part, spec in (("first", node.first), ("then", node.then)):
             out.update({id(f): f"{path}.{part}.where[{i}]" for i, f in enumerate(spec.where)})
-    elif not isinstance(node, Reachable | InSegment):
+    elif not isinstance(node, Reachable | InSegment | Rfm | Intent):
         out.update({id(f): f"{path}.where[{i}]" for i, f in enumerate(node.spec.where)})
     return out
 
@@ -136,7 +148,8 @@ class Compiler:
                  strict: bool = False, user_id: int | None = None,
                  segment_table: Callable[[int], str] | None = None,
                  events: str = "events",
-                 event_properties: Container[tuple[str, str, str]] | None = None) -> None:
+                 event_properties: Container[tuple[str, str, str]] | None = None,
+                 predict: Any = None) -> None:
         if events not in EVENT_SOURCES:
             raise ValueError(f"events must be one of {EVENT_SOURCES}")
         self.catalog = catalog
@@ -155,6 +168,9 @@ class Compiler:
         self.paths: dict[int, str] = {}  # id of a node or filter -> its JSON path
         # (event, property, value type) seen so far: strict mode checks properties per event.
         self.event_properties = event_properties
+        # RFM settings and scored goals of the account (nudge.predict.conditions.
+        # PredictSource), read only when a definition has an RFM or intent condition.
+        self.predict = predict
 
     def locate(self, root: Node) -> None:
         """Remember the JSON paths under ``root`` so that errors name the offending node."""
@@ -462,6 +478,16 @@ class Compiler:
             raise DefinitionError(self._path(node), "segment references need saved segments")
         table = self.segment_table(node.segment_id)
         return Sql(f"SELECT user_id FROM {table}", [], negated=not node.member)
+
+    def visit_Rfm(self, node: Rfm) -> Sql:
+        from nudge.predict.conditions import rfm_members
+
+        return rfm_members(self, node)
+
+    def visit_Intent(self, node: Intent) -> Sql:
+        from nudge.predict.conditions import intent_members
+
+        return intent_members(self, node)
 
     # -- property filters ------------------------------------------------------------------
     def column(self, scope: str, name: str, path: str | None = None) -> Column | None:

@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from nudge.clock import clock
+from nudge.predict.conditions import PredictSource
 from nudge.store.account import AccountStore
 
 from . import estimate
@@ -100,7 +101,8 @@ class SegmentEngine:
                  table: Callable[[int], str] | None = None, events: str = "events") -> Compiler:
         return Compiler(self.store.catalog, now, self.timezone, strict=strict,
                         user_id=user_id, segment_table=table, events=events,
-                        event_properties=self.store.event_props)
+                        event_properties=self.store.event_props,
+                        predict=PredictSource(self.store))
 
     def sql(self, node: Node, *, strict: bool = False, now: float | None = None) -> Sql:
         """The members query (referenced segments appear as ``_segment_<id>`` tables)."""

@@ -15,11 +15,13 @@ from .model import (
     Filter,
     FirstTime,
     InSegment,
+    Intent,
     LastDid,
     Node,
     Not,
     ProfileIs,
     Reachable,
+    Rfm,
     Sequence,
     Window,
 )
@@ -124,6 +126,16 @@ def _words(node: Node, name: Callable[[int], str]) -> str:
         return f"are reachable by {node.channel}"
     if isinstance(node, InSegment):
         return f"are {'' if node.member else 'not '}in segment {name(node.segment_id)}"
+    if isinstance(node, Rfm):
+        if node.segments:
+            return "are in RFM segment " + " or ".join(node.segments)
+        return "have RFM scores " + ", ".join(
+            f"{k.upper()} in {'/'.join(map(str, getattr(node, k)))}" for k in ("r", "f", "m")
+            if getattr(node, k))
+    if isinstance(node, Intent):
+        if node.buckets:
+            return f"are {' or '.join(node.buckets)} for goal #{node.goal}"
+        return f"have a score {_COMPARE[node.op or '>=']} {node.value:g} for goal #{node.goal}"
     if isinstance(node, Not):
         return f"not ({_words(node.child, name)})"
     joiner = ", and " if isinstance(node, And) else ", or "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nudge.errors import NudgeError
+from nudge.predict.names import BUCKETS, RFM_SEGMENT_NAMES
 
 MAX_DEPTH = 12
 MAX_NODES = 200
@@ -133,6 +134,28 @@ class InSegment:
 
 
 @dataclass(frozen=True)
+class Rfm:
+    """Their live RFM segment is one of ``segments``, or their R / F / M scores are among
+    the given ones (nudge/predict/rfm.py; ``no_purchases``: no purchase in the lookback)."""
+
+    segments: tuple[str, ...] = ()
+    r: tuple[int, ...] = ()
+    f: tuple[int, ...] = ()
+    m: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Intent:
+    """Their score for predictive goal ``goal`` is in ``buckets``, or compares true with
+    ``value`` (nudge/predict/; people the goal's model did not score never match)."""
+
+    goal: int
+    buckets: tuple[str, ...] = ()
+    op: str | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True)
 class And:
     children: tuple[Node, ...]
 
@@ -148,7 +171,7 @@ class Not:
 
 
 Node = (Did | DidNot | Aggregate | FirstTime | LastDid | Sequence | ProfileIs | Reachable
-        | InSegment | And | Or | Not)
+        | InSegment | Rfm | Intent | And | Or | Not)
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -392,6 +415,56 @@ def _segment(p: _Parser, d: Any, path: str, depth: int) -> Node:
     return InSegment(p.count(obj["id"], f"{path}.id"), member)
 
 
+def _names(p: _Parser, v: Any, path: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+        raise DefinitionError(path, f"must be a non-empty list of names from {list(allowed)}")
+    for i, x in enumerate(v):
+        if x not in allowed:
+            raise DefinitionError(f"{path}[{i}]", f"unknown name {x!r}; expected one of "
+                                  + ", ".join(allowed))
+    return tuple(v)
+
+
+def _rfm_segment(p: _Parser, d: Any, path: str, depth: int) -> Node:
+    obj = p.obj(d, path, ("in",), ("in",))
+    return Rfm(segments=_names(p, obj["in"], f"{path}.in", RFM_SEGMENT_NAMES))
+
+
+def _rfm_score(p: _Parser, d: Any, path: str, depth: int) -> Node:
+    obj = p.obj(d, path, ("r", "f", "m"))
+    if not obj:
+        raise DefinitionError(path, "give at least one of r, f, m (a list of scores 1-5)")
+    scores: dict[str, tuple[int, ...]] = {}
+    for k, v in obj.items():
+        if not isinstance(v, list) or not v or not all(
+                isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 5 for x in v):
+            raise DefinitionError(f"{path}.{k}", "must be a non-empty list of scores 1-5")
+        scores[k] = tuple(sorted(set(v)))
+    return Rfm(**scores)
+
+
+def _goal_id(p: _Parser, obj: dict[str, Any], path: str) -> int:
+    goal = obj["goal"]
+    if isinstance(goal, bool) or not isinstance(goal, int) or goal < 1:
+        raise DefinitionError(f"{path}.goal", "must be the id of a predictive goal")
+    return goal
+
+
+def _intent_bucket(p: _Parser, d: Any, path: str, depth: int) -> Node:
+    obj = p.obj(d, path, ("goal", "in"), ("goal", "in"))
+    return Intent(_goal_id(p, obj, path), buckets=_names(p, obj["in"], f"{path}.in", BUCKETS))
+
+
+def _intent_score(p: _Parser, d: Any, path: str, depth: int) -> Node:
+    obj = p.obj(d, path, ("goal", "op", "value"), ("goal", "op", "value"))
+    if obj["op"] not in COUNT_OPS:
+        raise DefinitionError(f"{path}.op", f"must be one of {list(COUNT_OPS)}")
+    value = p.number(obj["value"], f"{path}.value")
+    if not 0 <= value <= 1:
+        raise DefinitionError(f"{path}.value", "a score is a probability between 0 and 1")
+    return Intent(_goal_id(p, obj, path), op=obj["op"], value=value)
+
+
 def _and(p: _Parser, d: Any, path: str, depth: int) -> Node:
     return And(p.children(d, path, depth))
 
@@ -406,7 +479,9 @@ def _not(p: _Parser, d: Any, path: str, depth: int) -> Node:
 
 _KINDS = {"did": _did, "did_not": _did_not, "aggregate": _aggregate, "first_time": _first_time,
           "last_did": _last_did, "sequence": _sequence, "profile": _profile,
-          "reachable": _reachable, "segment": _segment, "and": _and, "or": _or, "not": _not}
+          "reachable": _reachable, "segment": _segment, "rfm_segment": _rfm_segment,
+          "rfm_score": _rfm_score, "intent_bucket": _intent_bucket,
+          "intent_score": _intent_score, "and": _and, "or": _or, "not": _not}
 
 
 def parse(definition: Any, now: float) -> Node:

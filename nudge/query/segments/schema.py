@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nudge.predict.names import BUCKETS, RFM_SEGMENT_NAMES
+
 from .model import AGG_FNS, CHANNELS, COUNT_OPS, FILTER_OPS, UNITS
 
 _duration: dict[str, Any] = {
@@ -85,6 +87,24 @@ _conditions = [
     _one("segment", {"type": "object", "required": ["id"], "additionalProperties": False,
                      "properties": {"id": {"type": "integer", "minimum": 0},
                                     "member": {"type": "boolean"}}}),
+    _one("rfm_segment", {"type": "object", "required": ["in"], "additionalProperties": False,
+                         "properties": {"in": {"type": "array", "minItems": 1,
+                                               "items": {"enum": list(RFM_SEGMENT_NAMES)}}}}),
+    _one("rfm_score", {"type": "object", "minProperties": 1, "additionalProperties": False,
+                       "properties": {k: {"type": "array", "minItems": 1,
+                                          "items": {"type": "integer", "minimum": 1,
+                                                    "maximum": 5}} for k in ("r", "f", "m")}}),
+    _one("intent_bucket", {"type": "object", "required": ["goal", "in"],
+                           "additionalProperties": False,
+                           "properties": {"goal": {"type": "integer", "minimum": 1},
+                                          "in": {"type": "array", "minItems": 1,
+                                                 "items": {"enum": list(BUCKETS)}}}}),
+    _one("intent_score", {"type": "object", "required": ["goal", "op", "value"],
+                          "additionalProperties": False,
+                          "properties": {"goal": {"type": "integer", "minimum": 1},
+                                         "op": {"enum": list(COUNT_OPS)},
+                                         "value": {"type": "number", "minimum": 0,
+                                                   "maximum": 1}}}),
     _one("and", {"type": "array", "minItems": 1, "items": {"$ref": "#"}}),
     _one("or", {"type": "array", "minItems": 1, "items": {"$ref": "#"}}),
     _one("not", {"$ref": "#"}),

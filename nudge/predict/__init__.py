@@ -1,0 +1,1 @@
+"""Predictive segments: RFM computed live, and intent / churn models trained per goal."""
