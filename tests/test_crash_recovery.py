@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
 
 from conftest import NudgeServer, make_server
+from nudge.privacy.storage import open_account_file
 
 CLIENTS = 4
 USER_EVENTS = 20
@@ -238,7 +238,7 @@ def resend_all(srv: NudgeServer, batches: dict[int, list[Batch]]) -> None:
 
 def db_check(path: Path, expected_ids: set[str]) -> dict[str, int]:
     """Invariants of the account file itself (server stopped)."""
-    con = duckdb.connect(str(path), read_only=True)
+    con = open_account_file(path.parents[2], path.parent.name)  # encrypted
     try:
         def one(sql: str) -> int:
             return int(con.execute(sql).fetchone()[0])

@@ -13,11 +13,11 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import duckdb
 import httpx
 import pytest
 
 from conftest import NudgeServer, make_server
+from nudge.privacy.storage import open_account_file
 
 NOW = int(time.time())
 
@@ -422,7 +422,7 @@ def test_explicit_merge_into_anonymous_profile_makes_it_identified(
 def _events_by_user(data_dir: Path, account_id: str) -> dict[str, dict[int, int]]:
     """Rows per user_id in each events table, read from the file (server stopped)."""
     path = data_dir / "accounts" / account_id / "events.duckdb"
-    con = duckdb.connect(str(path), read_only=True)
+    con = open_account_file(path.parents[2], path.parent.name)  # encrypted
     try:
         return {t: dict(con.execute(f"SELECT user_id, count(*) FROM {t} GROUP BY 1").fetchall())
                 for t in ("events_recent", "events_sorted")}

@@ -26,7 +26,7 @@ def create_app(settings: Settings) -> FastAPI:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = control.connect(settings.control_database_url)
     keyring = Keyring(engine, load_master_key(settings.master_key, settings.master_key_path))
-    nudge = Nudge(settings, AccountDirectory(engine), StoreRegistry(settings), keyring)
+    nudge = Nudge(settings, AccountDirectory(engine), StoreRegistry(settings, keyring), keyring)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -24,6 +24,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
@@ -32,6 +33,9 @@ from sqlalchemy.engine import Engine
 
 from nudge.errors import ConfigError, NudgeError
 from nudge.store import control
+
+if TYPE_CHECKING:
+    from nudge.config import Settings
 
 _NONCE = 12
 _SEALED_PREFIX = "v1:"
@@ -157,6 +161,14 @@ class Keyring:
 
 def _aad(account_id: str, purpose: str) -> bytes:
     return f"nudge-field:{account_id}:{purpose}".encode()
+
+
+def keyring_for(settings: Settings, engine: Engine | None = None) -> Keyring:
+    """The keyring of a data directory: its control store and its master key."""
+    if engine is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = control.connect(settings.control_database_url)
+    return Keyring(engine, load_master_key(settings.master_key, settings.master_key_path))
 
 
 def rewrap_all(engine: Engine, old_master: bytes, new_master: bytes) -> int:

@@ -30,9 +30,11 @@ from nudge.config import Settings
 from nudge.ingest.identity import IdentityState, Key
 from nudge.ingest.profiles import ProfileRow
 from nudge.ingest.records import Record
+from nudge.privacy import storage, suppression
 from nudge.store import metrics
 from nudge.store.catalog import EPOCH, PropertyCatalog, from_column_value
 from nudge.store.commit import Commit, CommitResult
+from nudge.store.runs import Run, SortedRuns, insert_run, run_stats
 from nudge.store.schema import DDL
 
 log = logging.getLogger("nudge.store")
@@ -59,7 +61,10 @@ def _epoch(v: dt.datetime | None) -> float | None:
 class AccountStore:
     """The DuckDB silo of one account."""
 
-    def __init__(self, account_id: str, path: Path, settings: Settings) -> None:
+    def __init__(self, account_id: str, path: Path, settings: Settings,
+                 encryption_key: str | None = None) -> None:
+        """``encryption_key``: the account's DuckDB key (``Keyring.duckdb_key``); servers and
+        the CLI always pass it (StoreRegistry); ``None`` (unencrypted) is for store tests."""
         self.account_id = account_id
         self.path = path
         self.settings = settings
@@ -74,10 +79,9 @@ class AccountStore:
             self.db.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
         if settings.duckdb_threads:
             self.db.execute(f"SET threads = {int(settings.duckdb_threads)}")
-        # ATTACH (rather than connect) so that encryption at rest can pass a key here.
-        # ATTACH takes no parameters; the path is ours (data dir + generated account id),
-        # quoted as a SQL string literal.
-        self.db.execute(f"ATTACH {sql_string(str(path))} AS acct")
+        # ATTACH (rather than connect) so that the file is encrypted with the account's key
+        # (nudge/privacy/storage.py; migrates an old unencrypted file on first open).
+        storage.attach(self.db, path, encryption_key, "acct")
         self.writer_cursor = self.cursor()
         for ddl in DDL:
             self.writer_cursor.execute(ddl)
@@ -103,6 +107,12 @@ class AccountStore:
             "SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
         row = cur.execute("SELECT value FROM meta WHERE key = 'compacted_through'").fetchone()
         self.compacted_through = int(row[0]) if row else 0
+        self.sorted_runs = SortedRuns.load(cur, self.settings, self.compacted_through)
+        # Ids of erased people are never handed out again (nudge/privacy/gdpr.py).
+        row = cur.execute("SELECT value FROM meta WHERE key = 'next_uid_floor'").fetchone()
+        if row:
+            self.identity.next_uid = max(self.identity.next_uid, int(row[0]))
+        self.suppressed: set[int] = suppression.load(self, cur)  # nudge/privacy/suppression.py
         self.event_props: set[tuple[str, str, str]] = set(
             cur.execute("SELECT event, name, type FROM event_properties").fetchall())
         # The dedup window: message ids of recently ingested events, oldest first.
@@ -179,7 +189,7 @@ class AccountStore:
     def _writer(self) -> None:
         stop = False
         while not stop:
-            item = self._queue.get()
+            item = self._next_item()
             batch: list[_Pending] = []
             jobs: list[_Job] = []
             size = 0
@@ -236,6 +246,18 @@ class AccountStore:
     def _maybe_compact(self) -> None:
         if self.next_seq - 1 - self.compacted_through >= self.settings.compact_threshold_rows:
             self.compact()
+        if self.sorted_runs.due():  # a bounded merge step, rationed while requests queue
+            self.sorted_runs.step(self.writer_cursor)
+
+    def _next_item(self) -> _Pending | _Job | None:
+        """The next queued item; while none is queued, merge sorted runs step by step."""
+        while self.sorted_runs.pending():
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                if not self.sorted_runs.step(self.writer_cursor):
+                    break
+        return self._queue.get()
 
     def compact(self) -> int:
         """Move recent events into the sorted table, ordered by (event, ts). Writer only."""
@@ -244,6 +266,10 @@ class AccountStore:
         try:
             hi = int(cur.execute("SELECT coalesce(max(seq), 0) FROM events_recent").fetchone()[0])
             moved = int(cur.execute("SELECT count(*) FROM events_recent").fetchone()[0])
+            run = Run(self.compacted_through + 1, max(hi, self.compacted_through), moved,
+                      run_stats(cur, "events_recent"))
+            if moved:
+                insert_run(cur, run)
             cur.execute("INSERT INTO events_sorted BY NAME "
                         "SELECT * FROM events_recent ORDER BY event, ts")
             cur.execute("DELETE FROM events_recent")
@@ -254,12 +280,24 @@ class AccountStore:
             cur.execute("ROLLBACK")
             raise
         self.compacted_through = max(hi, self.compacted_through)
+        if moved:
+            self.sorted_runs.appended(run)
         log.info("compacted %d events for account %s", moved, self.account_id)
         return moved
 
     def compact_now(self) -> int:
         """Compact on the writer thread (safe while ingest goes on)."""
         return self.run_on_writer(self.compact).result()
+
+    def merge_runs_now(self) -> int:
+        """Merge sorted runs on the writer thread until the merge policy is satisfied
+        (benchmarks, tests, operators); returns the number of steps taken."""
+        def merge_all() -> int:
+            steps = 0
+            while self.sorted_runs.pending() and self.sorted_runs.step(self.writer_cursor):
+                steps += 1
+            return steps
+        return self.run_on_writer(merge_all).result()
 
     # -- reads ----------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:

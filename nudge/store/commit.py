@@ -151,7 +151,10 @@ class Commit:
         seq = seq0
         stats: dict[int, EventStats] = {}
         event_rows = []
+        suppressed = store.suppressed  # nudge/privacy/suppression.py: their events are dropped
         for rec, uid in self.plan.events:
+            if suppressed and (uid in suppressed or final(uid) in suppressed):
+                continue
             uid = final(uid)
             st = stats.get(uid)
             if st is None:

@@ -316,6 +316,72 @@ sa.Index("ix_inbox_user", inbox_messages.c.account_id, inbox_messages.c.user_id,
 # -- end channels -----------------------------------------------------------------------------
 
 
+# -- privacy (issue 6): GDPR request trail (nudge/privacy/gdpr.py) ----------------------------
+# One row per access / erase / suppress / unsuppress request with its receipt. People are
+# named only by keyed hashes (HMAC under the account's data key), never by identifier.
+gdpr_requests = sa.Table(
+    "gdpr_requests",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("subjects", sa.Text, nullable=False),  # JSON list of "<kind>:<hmac>"
+    sa.Column("receipt", sa.Text, nullable=False),  # JSON: found, ids, counts deleted
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+sa.Index("ix_gdpr_requests_account", gdpr_requests.c.account_id, gdpr_requests.c.created_at)
+# -- end privacy ------------------------------------------------------------------------------
+
+
+# -- predict (issue 8): predictive goals, their trained models and training runs --------------
+# (nudge/predict/goals.py, train.py). Scores themselves live in the account store.
+predict_goals = sa.Table(
+    "predict_goals",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("definition", sa.Text, nullable=False),  # JSON, checked by predict/goals.py
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+)
+sa.Index("ix_predict_goals_account", predict_goals.c.account_id)
+
+predict_models = sa.Table(
+    "predict_models",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("goal_id", sa.Integer, sa.ForeignKey("predict_goals.id"), nullable=False),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("trained_at", sa.Float, nullable=False),
+    sa.Column("as_of", sa.Float, nullable=False),  # the "now" scores were computed for
+    sa.Column("features", sa.Text, nullable=False),  # JSON list of feature names
+    sa.Column("metrics", sa.Text, nullable=False),  # JSON: auc, lift, calibration, ...
+    sa.Column("path", sa.String(500), nullable=False),  # model file in the account's dir
+)
+sa.Index("ix_predict_models_goal", predict_models.c.goal_id)
+
+predict_runs = sa.Table(
+    "predict_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("goal_id", sa.Integer, sa.ForeignKey("predict_goals.id"), nullable=False),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # running, done, failed
+    sa.Column("stage", sa.String(200), nullable=False),
+    sa.Column("progress", sa.Float, nullable=False),  # 0..1
+    sa.Column("trigger", sa.String(16), nullable=False),  # api, cli, schedule
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("model_id", sa.Integer, nullable=True),
+)
+sa.Index("ix_predict_runs_goal", predict_runs.c.goal_id)
+# -- end predict ------------------------------------------------------------------------------
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -5,12 +5,20 @@ from __future__ import annotations
 import threading
 
 from nudge.config import Settings
+from nudge.privacy.keys import Keyring, keyring_for
 from nudge.store.account import AccountStore
 
 
 class StoreRegistry:
-    def __init__(self, settings: Settings) -> None:
+    """Account stores of one data directory, each encrypted with its account's data key.
+
+    ``keyring`` defaults to the data directory's own (control store + master key), so every
+    way of opening an account file (server, CLI, demo, benchmarks) encrypts it.
+    """
+
+    def __init__(self, settings: Settings, keyring: Keyring | None = None) -> None:
         self.settings = settings
+        self.keyring = keyring if keyring is not None else keyring_for(settings)
         self._stores: dict[str, AccountStore] = {}
         self._lock = threading.Lock()
 
@@ -24,7 +32,8 @@ class StoreRegistry:
             with self._lock:
                 store = self._stores.get(account_id)
                 if store is None:
-                    store = AccountStore(account_id, self.path_for(account_id), self.settings)
+                    store = AccountStore(account_id, self.path_for(account_id), self.settings,
+                                         self.keyring.duckdb_key(account_id))
                     self._stores[account_id] = store
         return store
 
