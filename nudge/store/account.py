@@ -42,6 +42,13 @@ T = TypeVar("T")
 _JSON = msgspec.json.Decoder()
 IDENTITY_CACHE_MAX = 2_000_000  # identifiers cached in memory before the cache is emptied
 
+# Live bus: called on the writer thread after every durable commit with
+# (account_id, [(user_id, event, ts, properties, message_id), ...]) for the new (not
+# duplicate) events. Subscribers (nudge/engage/bus.py) must only enqueue: a slow
+# subscriber delays the next commit. Nothing is built when there are no subscribers.
+CommittedEvent = tuple[int, str, float, dict[str, Any], str]
+commit_subscribers: list[Callable[[str, list[CommittedEvent]], None]] = []
+
 
 @dataclass
 class _Pending:
@@ -217,7 +224,8 @@ class AccountStore:
         records = [r for p in batch for r in p.records]
         started = time.perf_counter()
         try:
-            result = Commit(self, records).run()
+            commit = Commit(self, records)
+            result = commit.run()
         except Exception as e:
             if len(batch) > 1:
                 # One request must not fail the others it shared a commit with: the failed
@@ -238,6 +246,15 @@ class AccountStore:
             p.future.set_result(CommitResult(result.errors[pos:pos + n], result.stored_events,
                                              result.duplicates, result.first_seq, result.last_seq))
             pos += n
+        if commit_subscribers and commit.plan.events:
+            final = commit.resolver.final
+            events = [(final(uid), rec.event or "", rec.ts, rec.props, rec.message_id)
+                      for rec, uid in commit.plan.events]
+            for subscriber in commit_subscribers:
+                try:
+                    subscriber(self.account_id, events)
+                except Exception:
+                    log.exception("commit subscriber failed for account %s", self.account_id)
 
     # -- compaction -------------------------------------------------------------------------
     def recent_rows(self) -> int:
