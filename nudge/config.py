@@ -44,6 +44,8 @@ class Settings:
     # it. Neither set: a key file next to (never inside) the data directory, created once.
     master_key: str = ""
     master_key_file: str = ""
+    # Origins allowed to call /v1/* and /sdk/* from browsers: "*" or comma-separated.
+    cors_origins: str = "*"
 
     @property
     def control_database_url(self) -> str:

@@ -17,7 +17,8 @@ from nudge.tenancy.accounts import AccountDirectory
 
 from . import errors
 from .context import Nudge
-from .routes import analytics, analytics_paths, ingest, ops, profiles, segments
+from .cors import BrowserCORS
+from .routes import analytics, analytics_paths, ingest, ops, profiles, sdk, segments
 
 log = logging.getLogger("nudge.api")
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Nudge", version=__version__, lifespan=lifespan)
     app.state.nudge = nudge
     errors.install(app)
-    for module in (ingest, profiles, segments, analytics, analytics_paths, ops):
+    app.add_middleware(BrowserCORS, origins=settings.cors_origins)
+    for module in (ingest, profiles, segments, analytics, analytics_paths, ops, sdk):
         app.include_router(module.router)
     return app
