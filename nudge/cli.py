@@ -9,11 +9,13 @@ from typing import Annotated
 import typer
 
 from nudge.config import Settings, load_settings
+from nudge.privacy import cli as privacy_cli
 
 app = typer.Typer(help="Nudge: customer lifecycle platform.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 accounts_app = typer.Typer(help="Accounts (tenants) and their keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
+privacy_cli.install(app)  # keys rotate-master, gdpr ..., backup, restore
 
 DataDir = Annotated[Path | None, typer.Option(help="Data directory [env NUDGE_DATA_DIR].")]
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from nudge import __version__
 from nudge.config import Settings
+from nudge.privacy.admin import AdminSocket, Instance
 from nudge.privacy.keys import Keyring, load_master_key
 from nudge.store import control
 from nudge.store.registry import StoreRegistry
@@ -17,6 +18,7 @@ from nudge.tenancy.accounts import AccountDirectory
 
 from . import errors
 from .context import Nudge
+from .routes import gdpr as gdpr_routes
 from .cors import BrowserCORS
 from .routes import analytics, analytics_paths, ingest, ops, profiles, sdk, segments
 
@@ -33,12 +35,15 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for account in nudge.accounts.list():  # open stores up front: WAL replay, caches
             nudge.stores.get(account.id)
+        # nudge backup / nudge gdpr from the CLI run in here (nudge/privacy/admin.py).
+        admin = AdminSocket(Instance(settings, nudge.accounts, nudge.stores, keyring)).start()
         nudge.ready = True
         log.info("nudge ready", extra={"accounts": len(nudge.accounts.list())})
         try:
             yield
         finally:
             nudge.ready = False
+            admin.close()
             # Uvicorn has stopped taking requests and finished in-flight ones; close the
             # stores, which drains queued commits first.
             nudge.stores.close()
@@ -51,4 +56,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BrowserCORS, origins=settings.cors_origins)
     for module in (ingest, profiles, segments, analytics, analytics_paths, ops, sdk):
         app.include_router(module.router)
+    app.include_router(gdpr_routes.router)  # issue 6: GDPR access, erasure, suppression
     return app

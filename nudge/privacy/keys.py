@@ -104,6 +104,15 @@ class Keyring:
         self._keys: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
+    @property
+    def engine(self) -> Engine:
+        """The control store the wrapped keys live in."""
+        return self._engine
+
+    @property
+    def master(self) -> bytes:
+        return self._master
+
     def data_key(self, account_id: str) -> bytes:
         """The account's data key; created (and stored wrapped) on first use."""
         key = self._keys.get(account_id)

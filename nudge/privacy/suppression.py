@@ -77,3 +77,17 @@ def unsuppress(store: AccountStore, user_ids: list[int]) -> int:
             "DELETE FROM suppressions WHERE user_id IN (SELECT unnest(?::BIGINT[]))", [gone])
         store.suppressed.difference_update(gone)
     return len(gone)
+
+
+def suppressed_subset(account_id: str, user_ids: list[int]) -> set[int]:
+    """The suppressed ones among ``user_ids`` (the delivery policy's suppression check)."""
+    return {u for u in user_ids if is_suppressed(account_id, u)}
+
+
+def register_with_policy() -> None:
+    """Make every channel refuse suppressed people (nudge/engage/policy.py)."""
+    try:
+        from nudge.engage import policy
+    except ImportError:  # the delivery area is not installed in this build
+        return
+    policy.register_suppression(suppressed_subset)
