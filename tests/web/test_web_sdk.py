@@ -7,17 +7,23 @@ is a cross-origin request.
 
 from __future__ import annotations
 
+import gzip
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page
 
-from conftest import NudgeServer
+from conftest import NudgeServer, make_server
+from nudge.api.cors import parse_origins
+from nudge.api.routes.sdk import esm_source
+from nudge.errors import ConfigError
 
 if TYPE_CHECKING:
     from browser import StaticSite
@@ -142,7 +148,7 @@ def test_anonymous_visitor_then_identify_is_one_person_with_the_full_timeline(
     person = wait_for(lambda: profile(shared_server, identity="web-user-1"), "the user")
     assert person["id"] == before["id"]  # the anonymous profile became the user's
     assert profile(shared_server, objectId=anon)["id"] == person["id"]  # type: ignore[index]
-    assert person["identifiers"]["objectId"] == anon
+    assert person["identifiers"]["objectId"] == [anon]
     assert person["email"] == "w1@example.com"
     assert person["properties"]["plan"] == "pro"
 
@@ -390,3 +396,53 @@ def test_preflighted_cross_origin_call_works_from_a_page(
         catch (e) { return 'blocked'; }
     }""", [shared_server.url, shared_server.headers])
     assert blocked == "blocked"
+
+
+# ------------------------------------------------------------------ the package itself
+
+
+SDK_DIR = Path(__file__).resolve().parents[2] / "sdks" / "js"
+
+
+def test_core_script_is_under_15_kb_gzipped() -> None:
+    size = len(gzip.compress((SDK_DIR / "nudge.js").read_bytes(), 9))
+    assert size < 15 * 1024, f"nudge.js is {size} bytes gzipped; the budget is 15 KB"
+
+
+def test_es_module_copy_is_generated_from_the_script() -> None:
+    # sdks/js/nudge.mjs is what npm consumers import; regenerate it with
+    # `python -m nudge.api.routes.sdk` after editing nudge.js.
+    expected = esm_source((SDK_DIR / "nudge.js").read_text(encoding="utf-8"))
+    assert (SDK_DIR / "nudge.mjs").read_text(encoding="utf-8") == expected
+
+
+def test_package_json_points_at_both_module_forms() -> None:
+    pkg = json.loads((SDK_DIR / "package.json").read_text())
+    assert (SDK_DIR / pkg["main"]).is_file() and pkg["main"].endswith("nudge.js")
+    assert (SDK_DIR / pkg["module"]).is_file() and pkg["module"].endswith("nudge.mjs")
+    assert pkg["dependencies"] == {}
+    assert pkg["version"] in (SDK_DIR / "nudge.js").read_text()
+
+
+@pytest.mark.parametrize("value", ["shop.example.com", "https://shop.example.com/path",
+                                   "ftp://shop.example.com", "https://"])
+def test_cors_origins_setting_refuses_what_is_not_an_origin(value: str) -> None:
+    with pytest.raises(ConfigError, match="NUDGE_CORS_ORIGINS"):
+        parse_origins(value)
+
+
+def test_restricted_cors_origins_answer_only_listed_origins(tmp_path: Path) -> None:
+    server = make_server(tmp_path, {"NUDGE_CORS_ORIGINS": "https://shop.example.com"})
+    try:
+        def preflight(origin: str) -> httpx.Response:
+            return httpx.options(server.url + "/v1/batch", headers={
+                "Origin": origin, "Access-Control-Request-Method": "POST"})
+
+        ok = preflight("https://shop.example.com")
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "https://shop.example.com"
+        other = preflight("https://evil.example.net")
+        assert other.status_code == 400
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        server.stop()
