@@ -37,6 +37,12 @@ class Settings:
     dedup_max_ids: int = 5_000_000
     commit_max_records: int = 20_000
     compact_threshold_rows: int = 1_000_000
+    # Background merging of sorted runs (nudge/store/runs.py): runs of one size tier merged
+    # together (0: never merge), rows moved per writer step, and under load at most
+    # 1 / (1 + ratio) of the writer's time spent merging.
+    merge_fanout: int = 4
+    merge_step_rows: int = 250_000
+    merge_busy_ratio: int = 3
     max_typed_columns: int = 400
     duckdb_memory_limit: str = ""  # empty: DuckDB's default (80% of RAM)
     duckdb_threads: int = 0  # 0: DuckDB's default (all cores)

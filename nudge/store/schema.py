@@ -44,6 +44,10 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS event_properties (
         event VARCHAR NOT NULL, name VARCHAR NOT NULL, type VARCHAR NOT NULL)""",
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    # The sorted runs of events_sorted (seq ranges) and per-event statistics of each, which
+    # plan their merges (nudge/store/runs.py).
+    """CREATE TABLE IF NOT EXISTS event_runs (
+        seq_lo BIGINT NOT NULL, seq_hi BIGINT NOT NULL, rows BIGINT NOT NULL, stats JSON)""",
     # Message ids of profile/token records, so that the dedup window survives a restart for
     # them too (event ids are read back from the events tables).
     """CREATE TABLE IF NOT EXISTS record_ids (
