@@ -50,6 +50,14 @@ class Settings:
     # it. Neither set: a key file next to (never inside) the data directory, created once.
     master_key: str = ""
     master_key_file: str = ""
+    # Auth (docs/security.md): HTTPS when both are set; dashboard session timeouts; rate
+    # limits per account and per API key or session (requests per minute; 0: no limit).
+    tls_cert: str = ""
+    tls_key: str = ""
+    session_idle_s: int = 30 * 60
+    session_absolute_s: int = 12 * 3600
+    rate_limit_account_per_minute: int = 120_000
+    rate_limit_key_per_minute: int = 60_000
     # Origins allowed to call /v1/* and /sdk/* from browsers: "*" or comma-separated.
     cors_origins: str = "*"
 
@@ -63,6 +71,10 @@ class Settings:
             return Path(self.master_key_file)
         d = self.data_dir.resolve()
         return d.parent / f"{d.name}.master-key"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
 
     @property
     def accounts_dir(self) -> Path:

@@ -36,6 +36,13 @@ class AuthError(NudgeError):
     code = "unauthorized"
 
 
+class Forbidden(NudgeError):
+    """Authenticated, but this role or key scope may not do this (or CSRF token missing)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(NudgeError):
     status = 404
     code = "not_found"

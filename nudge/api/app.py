@@ -21,6 +21,9 @@ from .context import Nudge
 from .routes import gdpr as gdpr_routes
 from .cors import BrowserCORS
 from .routes import analytics, analytics_paths, ingest, ops, profiles, sdk, segments
+from .routes import auth as auth_routes
+from .authz import Auth
+from .security import SecurityHeaders
 
 log = logging.getLogger("nudge.api")
 
@@ -52,9 +55,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Nudge", version=__version__, lifespan=lifespan)
     app.state.nudge = nudge
+    app.state.auth = Auth.build(settings, engine, keyring, nudge.accounts.forget_cached_keys)
     errors.install(app)
     app.add_middleware(BrowserCORS, origins=settings.cors_origins)
     for module in (ingest, profiles, segments, analytics, analytics_paths, ops, sdk):
         app.include_router(module.router)
     app.include_router(gdpr_routes.router)  # issue 6: GDPR access, erasure, suppression
+    app.include_router(auth_routes.router)  # issue 6: sign-in, users, API keys, audit
+    app.add_middleware(SecurityHeaders, tls=settings.tls)
     return app

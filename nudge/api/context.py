@@ -16,7 +16,9 @@ from nudge.errors import AuthError, TooManyRequests
 from nudge.privacy.keys import Keyring
 from nudge.store.account import AccountStore
 from nudge.store.registry import StoreRegistry
-from nudge.tenancy.accounts import AccountDirectory
+from nudge.tenancy.accounts import AccountDirectory, hash_key
+
+from .authz import Caller, auth_of, authorize  # noqa: F401 - one authorization path
 
 ACCOUNT_HEADERS = ("x-nudge-account-id", "x-clevertap-account-id")
 PASSCODE_HEADERS = ("x-nudge-passcode", "x-clevertap-passcode")
@@ -63,14 +65,15 @@ def _header(request: Request, names: tuple[str, ...]) -> str | None:
 
 
 def passcode_account(request: Request) -> tuple[Nudge, str, AccountStore]:
-    """Authenticate a server-side call (account id + passcode headers)."""
+    """Authorize a call to an account's API and return (nudge, account id, store).
+
+    The caller is an API key (account id + key headers) or a signed-in dashboard user; the
+    route's permission comes from ``ROUTE_PERMISSIONS`` (nudge/tenancy/roles.py). The
+    resolved :class:`~nudge.api.authz.Caller` is left in ``request.state.caller``.
+    """
     nudge = nudge_of(request)
-    account_id = _header(request, ACCOUNT_HEADERS)
-    passcode = _header(request, PASSCODE_HEADERS)
-    if not account_id or not passcode:
-        raise AuthError("X-Nudge-Account-Id and X-Nudge-Passcode headers are required")
-    nudge.accounts.authenticate(account_id, passcode, ("passcode",))
-    return nudge, account_id, nudge.stores.get(account_id)
+    caller = authorize(request)
+    return nudge, caller.account_id, nudge.stores.get(caller.account_id)
 
 
 def write_key_account(request: Request,
@@ -87,4 +90,5 @@ def write_key_account(request: Request,
     if not key:
         raise AuthError("write key required (HTTP basic auth user)")
     account_id = nudge.accounts.account_for_write_key(key)
+    auth_of(request).limit(account_id, "write-key:" + hash_key(key))
     return nudge, account_id, nudge.stores.get(account_id)

@@ -146,6 +146,12 @@ class AccountDirectory:
         if not ok:
             raise AuthError("unknown account or wrong key")
 
+    def forget_cached_keys(self) -> None:
+        """Drop cached key lookups (after a key is revoked elsewhere in this process)."""
+        with self._lock:
+            self._cache.clear()
+            self._write_keys.clear()
+
     def account_for_write_key(self, key: str) -> str:
         """The account a public write key belongs to (Segment-spec auth has only the key)."""
         cache_key = ("", hash_key(key), "write")

@@ -1,0 +1,156 @@
+"""Roles, API key scopes and the permission every route needs: the one authorization table.
+
+A caller is either a dashboard user (a session) with a *role* in the account, or an API key
+with a *scope*. Both resolve to a set of permissions; every route declares exactly one
+permission in :data:`ROUTE_PERMISSIONS` (or is listed in :data:`PUBLIC_ROUTES`), and
+``nudge.api.authz.authorize`` checks it. ``tests/security/test_route_matrix.py`` fails for
+any route of the app that is in neither table. docs/security.md shows the same matrix.
+"""
+
+from __future__ import annotations
+
+from nudge.errors import ValidationError
+
+# Permissions, named resource:verb.
+PERMISSIONS = (
+    "events:write",      # ingest: /1/upload, Segment-spec /v1/*
+    "profiles:read",     # person-level reads (profiles, timelines, member lists, exports)
+    "profiles:write",    # profile merges and edits
+    "analytics:read",    # aggregate reports
+    "segments:read",
+    "segments:write",
+    "campaigns:read",
+    "campaigns:write",   # create/schedule/send campaigns, templates
+    "journeys:read",
+    "journeys:write",
+    "channels:manage",   # provider credentials, sender identities
+    "privacy:manage",    # GDPR access / erasure / suppression
+    "keys:manage",       # API keys: create, list, rotate, revoke
+    "users:manage",      # dashboard users and their roles in the account
+    "audit:read",        # the audit log
+)
+
+ROLES = ("owner", "admin", "marketer", "analyst", "viewer")
+# Roles whose users must have MFA enrolled before their session is usable.
+MFA_REQUIRED_ROLES = frozenset({"owner", "admin"})
+
+_READ = {"analytics:read", "segments:read", "campaigns:read", "journeys:read"}
+
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "owner": frozenset(PERMISSIONS),
+    "admin": frozenset(PERMISSIONS) - {"audit:read"},
+    "marketer": frozenset(_READ | {"profiles:read", "segments:write", "campaigns:write",
+                                   "journeys:write"}),
+    "analyst": frozenset(_READ | {"profiles:read"}),
+    "viewer": frozenset(_READ),
+}
+
+# API key kinds (stored in api_keys.kind) and what they may do.
+KEY_SCOPES: dict[str, frozenset[str]] = {
+    # The server passcode: the full account API for back-end integrations, but not the
+    # people-facing administration (dashboard users, audit log).
+    "passcode": frozenset(PERMISSIONS) - {"users:manage", "audit:read"},
+    # The public write key (safe to ship in a web page or app): ingest only.
+    "write": frozenset({"events:write"}),
+    # Read-only analytics key: reports, segments and profile reads; changes nothing.
+    "read": frozenset(_READ | {"profiles:read"}),
+}
+KEY_KINDS = tuple(KEY_SCOPES)
+
+# Routes anyone may call (their own checks happen inside, e.g. the login form).
+PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
+    ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+    ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"), ("GET", "/1/segments/schema"),
+    ("GET", "/sdk/nudge.js"), ("GET", "/sdk/nudge.mjs"),
+    ("POST", "/auth/login"), ("POST", "/auth/logout"), ("POST", "/auth/password-reset"),
+})
+# Routes for a signed-in user whatever their account role (their own session and MFA).
+SESSION_ROUTES: frozenset[tuple[str, str]] = frozenset({
+    ("GET", "/auth/me"), ("POST", "/auth/logout-all"), ("POST", "/auth/mfa/verify"),
+    ("POST", "/auth/mfa/enroll"), ("POST", "/auth/mfa/confirm"),
+    ("POST", "/auth/mfa/recovery-codes"), ("POST", "/auth/password"),
+})
+
+# (method, path template) -> permission. Add your route here when you add it.
+ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
+    # ingest
+    ("POST", "/1/upload"): "events:write",
+    ("POST", "/v1/batch"): "events:write",
+    ("POST", "/v1/track"): "events:write",
+    ("POST", "/v1/identify"): "events:write",
+    ("POST", "/v1/alias"): "events:write",
+    ("POST", "/v1/page"): "events:write",
+    ("POST", "/v1/screen"): "events:write",
+    ("POST", "/v1/group"): "events:write",
+    # profiles
+    ("GET", "/1/profile"): "profiles:read",
+    ("GET", "/1/profile/events"): "profiles:read",
+    ("GET", "/1/events/catalog"): "analytics:read",
+    ("POST", "/1/profiles/merge"): "profiles:write",
+    # segments
+    ("POST", "/1/segments/evaluate"): "segments:read",
+    ("POST", "/1/segments"): "segments:write",
+    ("GET", "/1/segments"): "segments:read",
+    ("GET", "/1/segments/{segment_id}"): "segments:read",
+    ("PUT", "/1/segments/{segment_id}"): "segments:write",
+    ("DELETE", "/1/segments/{segment_id}"): "segments:write",
+    ("GET", "/1/segments/{segment_id}/count"): "segments:read",
+    ("GET", "/1/segments/{segment_id}/explain"): "segments:read",
+    ("GET", "/1/segments/{segment_id}/members"): "profiles:read",
+    ("GET", "/1/segments/{segment_id}/contains"): "profiles:read",
+    ("GET", "/1/segments/{segment_id}/export"): "profiles:read",
+    # analytics
+    ("POST", "/1/analytics/trends"): "analytics:read",
+    ("POST", "/1/analytics/pivot"): "analytics:read",
+    ("POST", "/1/analytics/histogram"): "analytics:read",
+    ("POST", "/1/analytics/dayparting"): "analytics:read",
+    ("GET", "/1/analytics/live"): "analytics:read",
+    ("GET", "/1/analytics/live/stream"): "analytics:read",
+    ("POST", "/1/analytics/funnels"): "analytics:read",
+    ("POST", "/1/analytics/funnels/users"): "profiles:read",
+    ("POST", "/1/analytics/retention"): "analytics:read",
+    ("POST", "/1/analytics/flows"): "analytics:read",
+    # channels (provider credentials) and the in-app inbox. The inbox also takes the write
+    # key with an HMAC user_hash of the identity: an end user reading their own inbox.
+    ("GET", "/1/channels"): "channels:manage",
+    ("GET", "/1/channels/{channel}"): "channels:manage",
+    ("PUT", "/1/channels/{channel}"): "channels:manage",
+    ("DELETE", "/1/channels/{channel}"): "channels:manage",
+    ("GET", "/1/inbox"): "profiles:read",
+    ("GET", "/1/inbox/stream"): "profiles:read",
+    ("POST", "/1/inbox/{message_id}/read"): "profiles:write",
+    ("POST", "/1/inbox/{message_id}/dismiss"): "profiles:write",
+    # users, keys, audit (nudge/api/routes/auth.py)
+    ("GET", "/1/users"): "users:manage",
+    ("POST", "/1/users"): "users:manage",
+    ("PATCH", "/1/users/{user_id}"): "users:manage",
+    ("DELETE", "/1/users/{user_id}"): "users:manage",
+    ("POST", "/1/users/{user_id}/password-reset"): "users:manage",
+    ("POST", "/1/users/{user_id}/reset-mfa"): "users:manage",
+    ("GET", "/1/keys"): "keys:manage",
+    ("POST", "/1/keys"): "keys:manage",
+    ("POST", "/1/keys/{key_id}/rotate"): "keys:manage",
+    ("DELETE", "/1/keys/{key_id}"): "keys:manage",
+    ("GET", "/1/audit"): "audit:read",
+}
+
+
+def permissions_of_role(role: str) -> frozenset[str]:
+    if role not in ROLE_PERMISSIONS:
+        raise ValidationError(f"role must be one of {', '.join(ROLES)}", field="role")
+    return ROLE_PERMISSIONS[role]
+
+
+def permissions_of_key(kind: str) -> frozenset[str]:
+    return KEY_SCOPES.get(kind, frozenset())
+
+
+def route_permission(method: str, path: str) -> str | None:
+    """The permission declared for a route (``None``: public, session-only or undeclared)."""
+    return ROUTE_PERMISSIONS.get((method.upper(), path))
+
+
+def is_declared(method: str, path: str) -> bool:
+    key = (method.upper(), path)
+    return key in ROUTE_PERMISSIONS or key in PUBLIC_ROUTES or key in SESSION_ROUTES
