@@ -10,12 +10,14 @@ import typer
 
 from nudge.config import Settings, load_settings
 from nudge.privacy import cli as privacy_cli
+from nudge.tenancy import cli as auth_cli
 
 app = typer.Typer(help="Nudge: customer lifecycle platform.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 accounts_app = typer.Typer(help="Accounts (tenants) and their keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 privacy_cli.install(app)  # keys rotate-master, gdpr ..., backup, restore
+auth_cli.install(app)  # users create|list|reset-mfa|reset-password, api-keys ...
 
 DataDir = Annotated[Path | None, typer.Option(help="Data directory [env NUDGE_DATA_DIR].")]
 
@@ -47,9 +49,11 @@ def serve(data_dir: DataDir = None, host: str = "127.0.0.1", port: int = 8000,
     if workers != 1:
         raise typer.BadParameter("each account store has one writer; run one worker per "
                                  "data directory", param_hint="--workers")
+    tls = ({"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
+           if settings.tls else {})  # HTTPS only when NUDGE_TLS_CERT and NUDGE_TLS_KEY are set
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
                 log_level=settings.log_level, access_log=False,
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30, **tls)  # type: ignore[arg-type]
 
 
 @accounts_app.command("create")
