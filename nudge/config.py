@@ -60,6 +60,19 @@ class Settings:
     rate_limit_key_per_minute: int = 60_000
     # Origins allowed to call /v1/* and /sdk/* from browsers: "*" or comma-separated.
     cors_origins: str = "*"
+    # Engage (docs/engagement.md): delivery workers per process, messages each claims at a
+    # time, attempts before dead-letter, provider call timeout, first retry delay (doubles),
+    # how often idle workers look for due messages, a claimed message's lease, audience
+    # expansion batch, and the public base URL used in tracking and unsubscribe links.
+    engage_workers: int = 2
+    engage_claim_batch: int = 200
+    engage_max_attempts: int = 6
+    engage_send_timeout_ms: int = 10_000
+    engage_backoff_ms: int = 2_000
+    engage_poll_ms: int = 250
+    engage_lease_s: int = 120
+    engage_expand_batch: int = 5_000
+    public_url: str = "http://127.0.0.1:8080"
 
     @property
     def control_database_url(self) -> str:

@@ -17,11 +17,14 @@ from nudge.store.registry import StoreRegistry
 from nudge.tenancy.accounts import AccountDirectory
 
 from . import errors
+from nudge.engage.service import start_engage
+
 from .context import Nudge
 from .routes import gdpr as gdpr_routes
 from .cors import BrowserCORS
 from .routes import analytics, analytics_paths, ingest, ops, profiles, sdk, segments
 from .routes import auth as auth_routes
+from .routes import campaigns, tracking  # issue 5: campaigns, delivery, tracking
 from .authz import Auth
 from .security import SecurityHeaders
 
@@ -40,12 +43,14 @@ def create_app(settings: Settings) -> FastAPI:
             nudge.stores.get(account.id)
         # nudge backup / nudge gdpr from the CLI run in here (nudge/privacy/admin.py).
         admin = AdminSocket(Instance(settings, nudge.accounts, nudge.stores, keyring)).start()
+        engage = await start_engage(app, nudge)  # issue 5: delivery workers, scheduler, bus
         nudge.ready = True
         log.info("nudge ready", extra={"accounts": len(nudge.accounts.list())})
         try:
             yield
         finally:
             nudge.ready = False
+            await engage.stop()
             admin.close()
             # Uvicorn has stopped taking requests and finished in-flight ones; close the
             # stores, which drains queued commits first.
@@ -61,6 +66,8 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (ingest, profiles, segments, analytics, analytics_paths, ops, sdk):
         app.include_router(module.router)
     app.include_router(gdpr_routes.router)  # issue 6: GDPR access, erasure, suppression
+    for module in (campaigns, tracking):  # issue 5: campaigns, delivery, tracking links
+        app.include_router(module.router)
     app.include_router(auth_routes.router)  # issue 6: sign-in, users, API keys, audit
     app.add_middleware(SecurityHeaders, tls=settings.tls)
     return app

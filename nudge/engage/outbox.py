@@ -1,0 +1,105 @@
+"""The durable outbox (control store table ``outbox``).
+
+Every message is a row before anything is sent. Its ``idem_key`` — (campaign, occurrence,
+user, variant[, fallback step]) — is unique, and rows are inserted with "on conflict do
+nothing", so a resumed audience expansion, a retried API call or a second trigger delivery
+of the same event never creates a second message.
+
+Lifecycle of a row::
+
+    pending ──claim──► sending ──► sent ──callback──► delivered
+       ▲                  │  └──► rejected / unreachable (final; fallback may follow)
+       └──── retry ◄──────┘  └──► dead (attempts exhausted)
+    skipped (policy said no, with the reason) · control (A/B control group, never sent)
+
+A claim sets ``lease_until``; a row still ``sending`` after its lease (the process died
+mid-send) is claimed again. That is the one window where a message can be sent twice: the
+provider accepted it but we died before committing ``sent``. It is narrowed by committing
+each claimed batch's results as soon as they are known, and closed for providers that
+deduplicate on the idempotency key we pass with every attempt (``Message.idempotency_key``:
+the webhook channel's ``Idempotency-Key`` header, APNs ``apns-collapse-id``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+
+from nudge.store import control
+
+OB = control.outbox
+FINAL = ("sent", "delivered", "rejected", "unreachable", "dead", "skipped", "control")
+
+
+def idem_key(campaign_id: int | None, occurrence: str, user_id: int, variant: str,
+             step: int = 0) -> str:
+    base = f"c{campaign_id if campaign_id is not None else '-'}:{occurrence}:{user_id}:{variant}"
+    return base if step == 0 else f"{base}:fb{step}"
+
+
+def row(*, account_id: str, key: str, campaign_id: int | None, occurrence: str, user_id: int,
+        variant: str, channel: str, category: str, transactional: bool, to: str | None,
+        content: dict[str, Any] | None, meta: dict[str, Any] | None, status: str,
+        reason: str | None, at: float, now: float, parent_id: int | None = None
+        ) -> dict[str, Any]:
+    return {"account_id": account_id, "idem_key": key, "campaign_id": campaign_id,
+            "occurrence": occurrence, "user_id": user_id, "variant": variant,
+            "channel": channel, "category": category, "transactional": transactional,
+            "to_addr": to, "content": None if content is None else json.dumps(content),
+            "meta": None if not meta else json.dumps(meta), "status": status,
+            "reason": reason, "attempts": 0, "next_attempt_at": at, "created_at": now,
+            "parent_id": parent_id}
+
+
+def insert(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert, ignoring rows whose idempotency key exists (exactly one row per key)."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(OB).on_conflict_do_nothing(index_elements=["idem_key"])
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(OB).on_conflict_do_nothing(index_elements=["idem_key"])
+    conn.execute(stmt, list(rows))
+
+
+def claim(engine: Engine, limit: int, now: float, lease_s: float,
+          paused: Iterable[int]) -> list[Row[Any]]:
+    """Atomically take up to ``limit`` due messages (and expired leases) for sending."""
+    due = sa.or_(sa.and_(OB.c.status == "pending", OB.c.next_attempt_at <= now),
+                 sa.and_(OB.c.status == "sending", OB.c.lease_until < now))
+    pick = sa.select(OB.c.id).where(due)
+    paused = list(paused)
+    if paused:
+        pick = pick.where(sa.or_(OB.c.campaign_id.is_(None), OB.c.campaign_id.not_in(paused)))
+    pick = pick.order_by(OB.c.next_attempt_at).limit(limit)
+    if engine.dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (sa.update(OB).where(OB.c.id.in_(pick.scalar_subquery()), due)
+            .values(status="sending", lease_until=now + lease_s, attempts=OB.c.attempts + 1)
+            .returning(*OB.c))
+    with engine.begin() as conn:
+        return list(conn.execute(stmt))
+
+
+def get(conn: Connection, account_id: str, message_id: int) -> Row[Any] | None:
+    return conn.execute(sa.select(OB).where(OB.c.id == message_id,
+                                           OB.c.account_id == account_id)).first()
+
+
+def to_dict(r: Row[Any]) -> dict[str, Any]:
+    m = r._mapping
+    out = {k: m[k] for k in ("id", "campaign_id", "occurrence", "user_id", "variant", "channel",
+                             "category", "transactional", "status", "reason", "attempts",
+                             "next_attempt_at", "provider_id", "parent_id", "created_at",
+                             "sent_at", "delivered_at", "opened_at", "clicked_at",
+                             "converted_at", "revenue")}
+    out["idempotency_key"] = m["idem_key"]
+    return out

@@ -1,0 +1,166 @@
+"""The message delivery service of one server process: workers, scheduler, live bus.
+
+Started and stopped by the app's lifespan (``start_engage``). Everything durable lives in
+the control store (campaigns, runs, outbox, subscriptions) and the account stores (events
+written back); the in-memory parts (queues, caches, rate limiters) are rebuilt at start, and
+runs or messages interrupted by a crash are resumed from the tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from nudge.config import Settings
+from nudge.privacy.keys import Keyring
+from nudge.store import control
+from nudge.store.registry import StoreRegistry
+from nudge.tenancy.accounts import AccountDirectory
+
+from .channels.base import Channel
+from .policy import PolicyStore
+from .tracking import Signer
+
+log = logging.getLogger("nudge.engage")
+ChannelBuilder = Callable[[str, str], Channel]
+
+
+def default_channel_builder(nudge: Any) -> ChannelBuilder:
+    """Channels from each account's provider configuration (channel_config.py), which
+    caches instances and rebuilds them when a configuration changes."""
+    from .channel_config import channel_directory
+
+    return channel_directory(nudge).build
+
+
+class RateLimiter:
+    """Per-(account, channel) send rate, shared by every worker of this process.
+
+    A token bucket per key refilled at ``rate`` per second; ``acquire`` waits for a token.
+    Limits come from the provider configuration (``rate_per_second``); with several server
+    processes, give each its share.
+    """
+
+    def __init__(self) -> None:
+        self._buckets: dict[tuple[str, str], list[float]] = {}  # [tokens, last, rate]
+
+    def set_rate(self, key: tuple[str, str], rate: float | None) -> None:
+        if rate:
+            self._buckets.setdefault(key, [rate, time.monotonic(), rate])[2] = rate
+        else:
+            self._buckets.pop(key, None)
+
+    async def acquire(self, key: tuple[str, str]) -> None:
+        b = self._buckets.get(key)
+        if b is None:
+            return
+        while True:
+            now = time.monotonic()
+            b[0] = min(b[2], b[0] + (now - b[1]) * b[2])
+            b[1] = now
+            if b[0] >= 1:
+                b[0] -= 1
+                return
+            await asyncio.sleep((1 - b[0]) / b[2])
+
+
+class Engage:
+    def __init__(self, settings: Settings, accounts: AccountDirectory, stores: StoreRegistry,
+                 keyring: Keyring, channel_builder: ChannelBuilder | None = None) -> None:
+        self.settings = settings
+        self.accounts = accounts
+        self.engine: Engine = accounts.engine
+        self.stores = stores
+        self.keyring = keyring
+        self.signer = Signer(keyring, settings.public_url)
+        self.policies = PolicyStore(self.engine)
+        self.channel_builder = channel_builder or default_channel_builder(self)
+        self.owner: Any = self  # whose channel directory to close at stop
+        self.channels: dict[tuple[str, str], Channel] = {}
+        self.limiter = RateLimiter()
+        self.wake: asyncio.Event | None = None
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.stopping = False
+        self._inactive: tuple[float, set[int]] = (0.0, set())
+
+    # -- channels ----------------------------------------------------------------------------
+    def channel(self, account_id: str, name: str) -> Channel:
+        """The configured channel (the builder caches and rebuilds on config change)."""
+        ch = self.channel_builder(account_id, name)
+        key = (account_id, name)
+        if self.channels.get(key) is not ch:
+            self.channels[key] = ch
+            self.limiter.set_rate(key, getattr(ch, "rate_per_second", None))
+        return ch
+
+    def timezone(self, account_id: str) -> str:
+        return self.accounts.get(account_id).timezone
+
+    def inactive_campaigns(self) -> set[int]:
+        """Paused and stopped campaigns (their pending messages are held), cached 0.5 s."""
+        at, ids = self._inactive
+        if time.monotonic() - at < 0.5:
+            return ids
+        c = control.campaigns
+        with self.engine.connect() as conn:
+            ids = {r[0] for r in conn.execute(sa.select(c.c.id).where(
+                c.c.status.in_(("paused", "stopped"))))}
+        self._inactive = (time.monotonic(), ids)
+        return ids
+
+    def notify(self) -> None:
+        """New due messages: wake idle workers (thread-safe)."""
+        loop, wake = getattr(self, "loop", None), self.wake
+        if loop is not None and wake is not None:
+            loop.call_soon_threadsafe(wake.set)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        from .bus import LiveBus
+        from .scheduler import Scheduler
+        from .worker import DeliveryWorker
+
+        self.loop = asyncio.get_running_loop()
+        self.wake = asyncio.Event()
+        self.bus = LiveBus(self)
+        self.scheduler = Scheduler(self)
+        self.bus.attach()
+        self.tasks.append(asyncio.create_task(self.bus.run(), name="engage-bus"))
+        self.tasks.append(asyncio.create_task(self.scheduler.run(), name="engage-scheduler"))
+        for i in range(self.settings.engage_workers):
+            w = DeliveryWorker(self, i)
+            self.tasks.append(asyncio.create_task(w.run(), name=f"engage-worker-{i}"))
+        log.info("engage started", extra={"workers": self.settings.engage_workers})
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if getattr(self, "bus", None) is not None:
+            self.bus.detach()
+        if self.wake is not None:
+            self.wake.set()
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        if getattr(self, "scheduler", None) is not None:
+            self.scheduler.close()
+        directory = getattr(self.owner, "_channel_directory", None)
+        if directory is not None:
+            await directory.close()
+        self.channels.clear()
+
+
+async def start_engage(app: Any, nudge: Any) -> Engage:
+    """Create the process's delivery service, keep it on ``app.state.engage``, start it."""
+    builder = getattr(app.state, "channel_builder", None) or default_channel_builder(nudge)
+    engage = Engage(nudge.settings, nudge.accounts, nudge.stores, nudge.keyring, builder)
+    engage.owner = nudge  # one channel directory per process, shared with /1/channels
+    app.state.engage = engage
+    await engage.start()
+    return engage

@@ -1,0 +1,69 @@
+"""Helpers for the delivery-service tests: a real server, real provider servers, polling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 30.0, every: float = 0.1,
+             what: str = "condition") -> T:
+    """Poll ``fn`` until it returns something truthy (or fail after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+def api(srv: Any, method: str, path: str, body: Any = None, ok: int | None = None,
+        **kw: Any) -> httpx.Response:
+    r = httpx.request(method, srv.url + path, json=body, headers=srv.headers, timeout=60, **kw)
+    if ok is not None:
+        assert r.status_code == ok, (r.status_code, r.text)
+    return r
+
+
+def configure(srv: Any, channel: str, config: dict[str, Any]) -> None:
+    api(srv, "PUT", f"/1/channels/{channel}", config, ok=200)
+
+
+def profiles(srv: Any, people: list[dict[str, Any]]) -> None:
+    """Upload profiles: each {"identity", **profile properties}."""
+    for i in range(0, len(people), 1000):
+        recs = [{"type": "profile", "identity": p["identity"], "ts": int(time.time()),
+                 "profileData": {k: v for k, v in p.items() if k != "identity"}}
+                for p in people[i:i + 1000]]
+        r = srv.upload(recs, timeout=120)
+        assert r.status_code == 200 and r.json()["status"] == "success", r.text
+
+
+def campaign(srv: Any, body: dict[str, Any], send: bool = True) -> dict[str, Any]:
+    c = api(srv, "POST", "/1/campaigns", body, ok=201).json()
+    if send:
+        c = api(srv, "POST", f"/1/campaigns/{c['id']}/send", ok=200).json()
+    return c
+
+
+def outbox(srv: Any, **params: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    cursor = "0"
+    while cursor:
+        r = api(srv, "GET", "/1/outbox", params={**params, "limit": 1000, "cursor": cursor},
+                ok=200).json()
+        out += r["messages"]
+        cursor = r["next_cursor"]
+    return out
+
+
+def everyone() -> dict[str, Any]:
+    """An inline segment matching every profile."""
+    return {"definition": {"profile": {"property": "$identity", "op": "exists"}}}
