@@ -23,6 +23,7 @@ from .context import Nudge
 from .routes import gdpr as gdpr_routes
 from .cors import BrowserCORS
 from .routes import analytics, analytics_paths, ingest, ops, profiles, sdk, segments
+from .routes import channels, inbox
 from .routes import auth as auth_routes
 from .routes import campaigns, tracking  # issue 5: campaigns, delivery, tracking
 from .authz import Auth
@@ -64,6 +65,8 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_middleware(BrowserCORS, origins=settings.cors_origins)
     for module in (ingest, profiles, segments, analytics, analytics_paths, ops, sdk):
+        app.include_router(module.router)
+    for module in (channels, inbox):  # issue 5: provider configs, in-app inbox
         app.include_router(module.router)
     app.include_router(gdpr_routes.router)  # issue 6: GDPR access, erasure, suppression
     for module in (campaigns, tracking):  # issue 5: campaigns, delivery, tracking links

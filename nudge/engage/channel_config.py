@@ -204,12 +204,18 @@ class ChannelDirectory:
         built: dict[str, Channel] = {}
         for row in rows:
             _, cls = channel_class(channel, row.provider)
-            ch = cls.from_config(self._open(row))
+            config = self._open(row)
+            ch = cls.from_config(config)
+            rate = config.get("rate_per_second")
+            ch.rate_per_second = float(rate) if rate else None
             if isinstance(ch, InAppChannel):
                 ch.bind(self.inbox)
             built[row.provider] = ch
         if channel == "push" and len(built) > 1:
-            return PushRouter(built)
+            router = PushRouter(built)
+            rates = [c.rate_per_second for c in built.values() if c.rate_per_second]
+            router.rate_per_second = min(rates) if rates else None  # the stricter provider
+            return router
         return next(iter(built.values()))
 
     def _invalidate(self, account_id: str, channel: str) -> None:

@@ -65,6 +65,9 @@ class Channel(abc.ABC):
     """A configured provider connection for one account and one channel."""
 
     name: ClassVar[str]
+    # Provider send-rate limit (messages per second, from the optional ``rate_per_second``
+    # config field every provider accepts), honored by the delivery service; None: no limit.
+    rate_per_second: float | None = None
 
     @classmethod
     @abc.abstractmethod

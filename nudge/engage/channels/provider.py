@@ -37,12 +37,14 @@ class ProviderConfig:
     def __init__(self, config: Any, allowed: Iterable[str]) -> None:
         if not isinstance(config, dict):
             raise ValidationError("config must be an object", field="config")
-        allowed = set(allowed)
+        allowed = set(allowed) | {"rate_per_second"}
         unknown = sorted(set(config) - allowed)
         if unknown:
             raise ValidationError(f"unknown field {unknown[0]!r}; allowed: {sorted(allowed)}",
                                   field=f"config.{unknown[0]}")
         self.raw = config
+        if config.get("rate_per_second") is not None:
+            self.number("rate_per_second", 1, 0.01, 1_000_000)
 
     def _err(self, name: str, why: str) -> ValidationError:
         return ValidationError(f"config.{name} {why}", field=f"config.{name}")
