@@ -2,7 +2,8 @@
 
 Who may read an inbox (see docs/api.md, "Inbox"):
 
-- a server with the account passcode (``X-Nudge-Account-Id`` + ``X-Nudge-Passcode``) for any
+- a server with the account passcode (``X-Nudge-Account-Id`` + ``X-Nudge-Passcode``), or a
+  dashboard user, with the ``profiles:read`` / ``profiles:write`` permission, for any
   ``identity``;
 - a client with the public write key (HTTP basic auth user, ``X-Nudge-Write-Key`` header, or
   ``write_key`` query parameter for EventSource, which cannot set headers) only with the
@@ -26,8 +27,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from nudge.engage.channel_config import ChannelDirectory, channel_directory, user_hash
 from nudge.engage.inbox import Inbox
 from nudge.errors import AuthError, ValidationError
+from nudge.tenancy.sessions import COOKIE as SESSION_COOKIE
 
-from ..context import PASSCODE_HEADERS, _header, nudge_of, passcode_account
+from ..context import (
+    PASSCODE_HEADERS,
+    _header,
+    nudge_of,
+    passcode_account,
+    write_key_account,
+)
 
 router = APIRouter(prefix="/1/inbox", tags=["inbox"])
 KEEPALIVE_S = 15.0
@@ -72,13 +80,16 @@ def _reader(request: Request) -> _Reader:
                               "query parameter)", field="identity")
     nudge = nudge_of(request)
     directory = channel_directory(nudge)
-    if _header(request, PASSCODE_HEADERS):
+    if _header(request, PASSCODE_HEADERS) or request.cookies.get(SESSION_COOKIE):
+        # an API key (its kind's permissions apply: the write key has none here) or a
+        # signed-in dashboard user
         _, account_id, store = passcode_account(request)
     else:
         key = _write_key(request)
         if not key:
             raise AuthError("passcode headers, or the write key with user_hash, are required")
-        account_id = nudge.accounts.account_for_write_key(key)
+        # the same resolution and per-key rate limit as every write-key route
+        _, account_id, store = write_key_account(request, body_key=key)
         given = _param(request, "x-nudge-user-hash", "user_hash")
         if not given:
             raise AuthError("user_hash is required with the write key")
@@ -88,7 +99,6 @@ def _reader(request: Request) -> _Reader:
                             "(PUT /1/channels/inapp)")
         if not hmac.compare_digest(user_hash(secret, identity), given.lower()):
             raise AuthError("user_hash does not match identity")
-        store = nudge.stores.get(account_id)
     reader = _Reader(directory, account_id, identity, None, store)
     return reader
 

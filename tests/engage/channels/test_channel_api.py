@@ -196,6 +196,11 @@ def test_inbox_identity_verification_paging_read_dismiss(nudge_server: NudgeServ
     assert client("ada", "0" * 64).status_code == 401
     assert client("ada", _hash(secret, "bo")).status_code == 401
     assert client("ada", _hash("another-secret-xxxxxx", "ada")).status_code == 401
+    # the write key presented as a passcode carries no inbox permission
+    r = httpx.get(f"{srv.url}/1/inbox", headers={"X-Nudge-Account-Id": srv.account_id,
+                                                 "X-Nudge-Passcode": srv.write_key,
+                                                 "X-Nudge-Identity": "ada"})
+    assert r.status_code in (401, 403) and "messages" not in r.json()
     # the server passcode reads any user's inbox
     r = httpx.get(f"{srv.url}/1/inbox", headers={**srv.headers, "X-Nudge-Identity": "bo"})
     assert [m["id"] for m in r.json()["messages"]] == [bo_id]
