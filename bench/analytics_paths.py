@@ -330,7 +330,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"# data: {directory} (built in {info.build_seconds:.0f} s); account timezone {TZ}; "
           f"load {loadavg()}")
     names = [n for n in reports.names() if n.split(":")[0] in args.reports.split(",")]
-    engines = {n: reports.engines(n) for n in names}
+    engines = {n: [e for e in reports.engines(n) if args.engines is None or e in args.engines]
+               for n in names}
 
     results = {n: {e: reports.run(n, e) for e in engines[n]} for n in names}  # also warms up
     agree = {n: all(r == results[n]["nudge"] for r in results[n].values()) for n in names}
@@ -361,12 +362,12 @@ def _print(names: list[str], med: dict[str, dict[str, float]], agree: dict[str, 
     rows = []
     for n in names:
         m = med[n]
-        refs = [m["duckdb"]] + ([m["chdb"]] if "chdb" in m else [])
-        row: list[Any] = [_describe(n), _summary(n, results[n]["nudge"]), m["nudge"],
-                          m["duckdb"], ratio(m["nudge"], m["duckdb"])]
+        refs = [m[e] for e in ("duckdb", "chdb") if e in m]
+        row: list[Any] = [_describe(n), _summary(n, results[n]["nudge"]), m["nudge"]]
+        row += [m["duckdb"], ratio(m["nudge"], m["duckdb"])] if "duckdb" in m else ["–", "–"]
         if "chdb" in m:
             row += [m["chdb"], ratio(m["nudge"], m["chdb"])]
-        row += [ratio(m["nudge"], min(refs)), "yes" if agree[n] else "NO"]
+        row += [ratio(m["nudge"], min(refs)) if refs else "–", "yes" if agree[n] else "NO"]
         rows.append(row)
     heads = ["report", "result", "nudge ms", "duckdb ms", "nudge/duckdb"]
     if any("chdb" in m for m in med.values()):
@@ -409,8 +410,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--alternatives", action="store_true",
                    help="also time other SQL forms of the funnel's ordered pass "
                         "(list_reduce, ASOF joins)")
+    p.add_argument("--engines", type=lambda v: v.split(","),
+                   help="comma-separated subset of: nudge, duckdb, chdb (and the "
+                        "--alternatives); nudge is always run")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
+    if args.engines is not None and "nudge" not in args.engines:
+        args.engines.append("nudge")
     os.environ.setdefault("NUDGE_LOG_LEVEL", "warning")
     return run(args)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -391,10 +392,27 @@ def build_store(path: Path, reference: Path, log=print, run_rows: int | None = N
             con.execute("INSERT INTO event_properties VALUES (?, ?, ?)", [event, name, typ])
     hi = con.execute("SELECT max(seq) FROM ref.events").fetchone()[0]
     con.execute("INSERT OR REPLACE INTO meta VALUES ('compacted_through', ?)", [str(hi)])
+    record_runs(con, hi, run_rows or hi)
     con.execute("COMMIT")
     con.execute("DETACH ref")
     con.execute("CHECKPOINT")
     con.close()
+
+
+def record_runs(con: duckdb.DuckDBPyConnection, hi: int, run_rows: int) -> None:
+    """Register the runs (seq ranges of ``run_rows``) and their per-event statistics in
+    ``event_runs``, as compaction does, so that the store's merge policy sees them."""
+    con.execute("DELETE FROM event_runs")
+    rows = con.execute(
+        "SELECT (seq - 1) // ? AS r, event, count(*), epoch_us(min(ts)), epoch_us(max(ts)) "
+        "FROM events_sorted GROUP BY ALL ORDER BY ALL", [run_rows]).fetchall()
+    stats: dict[int, dict[str, list[int]]] = {}
+    for r, event, n, lo, hi_ts in rows:
+        stats.setdefault(int(r), {})[event] = [int(n), int(lo), int(hi_ts)]
+    for r, st in sorted(stats.items()):
+        con.execute("INSERT INTO event_runs VALUES (?, ?, ?, ?)",
+                    [r * run_rows + 1, min((r + 1) * run_rows, hi),
+                     sum(v[0] for v in st.values()), json.dumps(st)])
 
 
 def runs_store(directory: Path, log=print) -> Path:
@@ -402,7 +420,9 @@ def runs_store(directory: Path, log=print) -> Path:
     ``compact_threshold_rows`` arrivals (built on first use)."""
     run_rows = load_settings({}).compact_threshold_rows
     path = directory / f"nudge-runs-{run_rows}.duckdb"
-    if not path.exists():
+    if path.exists():
+        _ensure_runs_recorded(path, run_rows, log)
+    else:
         t = time.perf_counter()
         tmp = path.with_suffix(".tmp")
         for p in directory.glob(tmp.name + "*"):
@@ -413,9 +433,57 @@ def runs_store(directory: Path, log=print) -> Path:
     return path
 
 
+def _ensure_runs_recorded(path: Path, run_rows: int, log=print) -> None:
+    """Files built before ``event_runs`` existed: record their runs once."""
+    AccountStore("bench", path, load_settings({}, merge_fanout=0)).close()  # adds the table
+    con = _connect(path)
+    try:
+        n = con.execute("SELECT count(*) FROM event_runs").fetchone()[0]
+        hi = int(con.execute("SELECT max(seq) FROM events_sorted").fetchone()[0])
+        if n != -(-hi // run_rows):
+            log(f"# recording the {-(-hi // run_rows)} runs of {path.name}")
+            con.execute("BEGIN TRANSACTION")
+            record_runs(con, hi, run_rows)
+            con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+def store_merged(directory: Path, log=print) -> Path:
+    """The runs store after the store's own background merge (``merge_runs_now`` with the
+    default ``NUDGE_MERGE_*`` settings): a copy of ``runs_store``, merged on first use."""
+    runs = runs_store(directory, log)
+    path = directory / runs.name.replace("nudge-runs-", "nudge-store-merged-")
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        for p in directory.glob(tmp.name + "*"):
+            p.unlink()
+        shutil.copyfile(runs, tmp)
+        settings = load_settings({})
+        store = AccountStore("bench", tmp, settings)
+        before = len(store.sorted_runs.runs)
+        t, c = time.perf_counter(), time.process_time()
+        steps = store.merge_runs_now()
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        after = [r.rows for r in store.sorted_runs.runs]
+        store.close()
+        tmp.rename(path)
+        log(f"# merged {before} runs into {len(after)} ({', '.join(f'{n:,}' for n in after)} "
+            f"events) in {steps} steps: {wall:.0f} s wall, {cpu:.0f} s CPU (fanout "
+            f"{settings.merge_fanout}, {settings.merge_step_rows:,} events per step)")
+    return path
+
+
 def open_store(directory: Path, layout: str = "merged", **settings: object) -> AccountStore:
-    """Open the benchmark's account store (it loads the catalog written above)."""
-    path = directory / "nudge.duckdb" if layout == "merged" else runs_store(directory)
+    """Open the benchmark's account store (it loads the catalog written above). Background
+    merging is off unless asked for, so that a layout stays what it is named."""
+    if layout == "merged":
+        path = directory / "nudge.duckdb"
+    elif layout == "runs":
+        path = runs_store(directory)
+    else:
+        path = store_merged(directory)
+    settings.setdefault("merge_fanout", 0)
     return AccountStore("bench", path, load_settings({}, **settings))
 
 

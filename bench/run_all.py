@@ -1,6 +1,7 @@
 """Every benchmark with its default sizes, then a summary (``make bench``).
 
-    python -m bench.run_all [--only ingest_http,freshness,storage,layout]
+    python -m bench.run_all [--only ingest_http,freshness,storage,layout,segments,
+                                    analytics_trends,analytics_paths]
 
 Each benchmark prints its own tables (ours, the reference, the ratio); see docs/benchmarks.md
 for what they mean and for figures at larger sizes (every module takes ``--events N``).
@@ -12,9 +13,19 @@ import argparse
 import time
 from typing import Any
 
-from bench import common, freshness, ingest_http, layout, segments, storage
+from bench import (
+    analytics_paths,
+    analytics_trends,
+    common,
+    freshness,
+    ingest_http,
+    layout,
+    segments,
+    storage,
+)
 
-ALL = ("ingest_http", "freshness", "storage", "layout", "segments")
+ALL = ("ingest_http", "freshness", "storage", "layout", "segments", "analytics_trends",
+       "analytics_paths")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,6 +49,11 @@ def main(argv: list[str] | None = None) -> None:
         out["layout"] = layout.main([])
     if "segments" in chosen:
         out["segments"] = segments.main([])
+    # The analytics benchmarks reuse the data set bench.segments builds (same default size).
+    if "analytics_trends" in chosen:
+        out["analytics_trends"] = analytics_trends.main(["--reps", "5"])
+    if "analytics_paths" in chosen:
+        out["analytics_paths"] = analytics_paths.main(["--reps", "5"])
 
     rows: list[list[Any]] = []
     if "ingest_http" in out:
@@ -76,6 +92,13 @@ def main(argv: list[str] | None = None) -> None:
                       f"{ch['segment']:.1f} (chDB)", f"{ours['segment'] / ch['segment']:.2f}"],
                      ["daily trend ms, our store (best form)", best,
                       f"{ch['trend']:.1f} (chDB uniqExact)", f"{best / ch['trend']:.2f}"]]
+    for key in ("analytics_trends", "analytics_paths"):
+        for name, m in out.get(key, {}).get("median_ms", {}).items():
+            refs = {e: v for e, v in m.items() if e != "nudge" and not e.startswith("duckdb_")}
+            if refs:
+                best = min(refs, key=refs.__getitem__)
+                rows.append([f"{name} ms", m["nudge"], f"{refs[best]:,.1f} ({best})",
+                             f"{m['nudge'] / refs[best]:.2f}"])
     common.header("summary")
     print(common.table(["figure", "ours", "reference", "ours ÷ reference"], rows))
     print(f"# all benchmarks took {time.perf_counter() - started:.0f}s")
