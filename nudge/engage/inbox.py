@@ -160,6 +160,8 @@ class Inbox:
         ev = asyncio.Event()
         loop = asyncio.get_running_loop()
         entry = (loop, ev)
+        if self._seen < 0:  # before the caller's first read, so no row falls in between
+            self._seen = self._max_seq()
         with self._lock:
             self._waiters[(account_id, user_id)].add(entry)
             task = self._watchers.get(loop)
@@ -186,8 +188,6 @@ class Inbox:
 
     async def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wake listeners of rows other processes added, while this loop has listeners."""
-        if self._seen < 0:
-            self._seen = await asyncio.to_thread(self._max_seq)
         while True:
             await asyncio.sleep(POLL_S)
             with self._lock:

@@ -174,23 +174,20 @@ async def stream(request: Request) -> Response:
 
 async def _events(request: Request, r: _Reader, last: int, unread: int) -> AsyncIterator[str]:
     yield "retry: 2000\n" + _sse("ready", {"unread": unread})
-    loop = asyncio.get_running_loop()
     while r.user_id is None:  # a profile not created yet: wait for its first message
         await asyncio.sleep(1.0)
         if await request.is_disconnected():
             return
         await run_in_threadpool(r.resolve)
-    quiet_since = loop.time()
     with r.inbox.listen(r.account_id, r.user_id) as wake:
         while not await request.is_disconnected():
             wake.clear()  # before reading, so a message added meanwhile wakes us again
             for item in await run_in_threadpool(r.inbox.since, r.account_id, r.user_id, last):
                 last = item["seq"]
-                quiet_since = loop.time()
                 yield _sse("message", item, last)
             try:
-                await asyncio.wait_for(wake.wait(), timeout=1.0)
+                # Woken by this process's writes at once, by other processes' within the
+                # inbox watcher's poll; the timeout is only the keepalive (and a safety net).
+                await asyncio.wait_for(wake.wait(), timeout=KEEPALIVE_S)
             except TimeoutError:
-                if loop.time() - quiet_since >= KEEPALIVE_S:
-                    quiet_since = loop.time()
-                    yield ": keepalive\n\n"
+                yield ": keepalive\n\n"
