@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import secrets
 
 import pyotp
 import sqlalchemy as sa
@@ -38,7 +40,7 @@ def _code_hash(code: str) -> str:
 
 
 def _new_recovery_code() -> str:
-    raw = pyotp.random_base32(16).lower()  # 80 bits
+    raw = base64.b32encode(secrets.token_bytes(10)).decode().lower()  # 80 bits, 16 chars
     return f"{raw[:4]}-{raw[4:8]}-{raw[8:12]}-{raw[12:]}"
 
 

@@ -57,7 +57,9 @@ def check_password_policy(password: str, email: str = "") -> None:
     lowered = password.lower()
     stem = lowered.rstrip("0123456789!@#$%^&*.?-_ ")
     common = common_passwords()
-    if lowered in common or (stem and stem in common) or len(set(lowered)) < 4:
+    repeated = any(len(lowered) % k == 0 and lowered == lowered[:k] * (len(lowered) // k)
+                   for k in range(1, len(lowered) // 2 + 1))
+    if lowered in common or (stem and stem in common) or len(set(lowered)) < 4 or repeated:
         raise ValidationError("password is too common; choose a longer, less predictable one",
                               field="password")
     local = email.split("@", 1)[0].lower()
