@@ -111,21 +111,6 @@ def context(campaign_id: int | None, spec: CampaignSpec, variant: Variant, r: Re
             "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER}
 
 
-_MJML_MEMO: dict[str, str] = {}
-
-
-def _mjml(source: str) -> str:
-    html = _MJML_MEMO.get(source)
-    if html is None:
-        from nudge.engage.channels.email import render_mjml  # the email channel's renderer
-
-        html = render_mjml(source)
-        if len(_MJML_MEMO) > 10_000:
-            _MJML_MEMO.clear()
-        _MJML_MEMO[source] = html
-    return html
-
-
 def render(variant: Variant, channel: str, ctx: dict[str, Any]) -> dict[str, Any]:
     """Render the variant's content for ``channel`` (raises TemplateError)."""
     out: dict[str, Any] = {}
@@ -134,11 +119,10 @@ def render(variant: Variant, channel: str, ctx: dict[str, Any]) -> dict[str, Any
             out[name] = [p.render(ctx) for p in t]
         elif isinstance(t, Template):
             out[name] = t.render(ctx)
-    if channel == "email" and "mjml" in out:
-        out["html"] = _mjml(out.pop("mjml"))
+    # MJML is rendered to HTML by the email channel (channels/email.py, render_mjml).
     if channel == "webhook":
         try:
-            out["body"] = json.loads(out["body"])
+            out["body"] = json.loads(out["body"], strict=False)  # link placeholders
         except ValueError:
             pass  # a plain-text body is sent as a JSON string
     return out

@@ -53,6 +53,13 @@ def unregister_suppression(check: SuppressionCheck) -> None:
         _suppression.remove(check)
 
 
+def suppressed_users(account_id: str, uids: list[int]) -> set[int]:
+    out: set[int] = set()
+    for check in _suppression:
+        out |= check(account_id, uids)
+    return out
+
+
 @dataclass(frozen=True)
 class AccountPolicy:
     caps: tuple[Cap, ...] = ()
@@ -176,8 +183,7 @@ class PolicyGate:
                     s.c.subscribed == sa.false())
                 for uid, ch, cat in conn.execute(q2):
                     self.unsubscribed[uid].add((ch, cat))
-        for check in _suppression:
-            self.suppressed |= check(self.account_id, uids)
+        self.suppressed |= suppressed_users(self.account_id, uids)
 
     def _count(self, uid: int, seconds: float, channel: str = "*",
                campaign: bool = False) -> int:

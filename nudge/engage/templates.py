@@ -145,6 +145,11 @@ def compile_template(source: Any, field: str) -> Template:
                             field=field) from None
     if analysis.tags.get("include") or analysis.tags.get("render"):
         raise TemplateError(f"{field}: include and render are not allowed", field=field)
+    for name, uses in analysis.filters.items():
+        if name not in ENV.filters:
+            line, col = _position(source, uses[0].index)
+            raise TemplateError(f"{field}: line {line}, column {col}: unknown filter {name!r}",
+                                field=field)
     paths: list[tuple[str, ...]] = []
     for name, uses in analysis.globals.items():
         if name not in ROOTS:

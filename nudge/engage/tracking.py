@@ -101,8 +101,9 @@ class Signer:
     # -- content ---------------------------------------------------------------------------
     def finalize(self, account_id: str, message_id: int, user_id: int, channel: str,
                  category: str, content: dict[str, Any]) -> dict[str, Any]:
-        """Replace link placeholders with signed URLs; add the email open pixel and
-        one-click unsubscribe headers (RFC 2369 / RFC 8058)."""
+        """Replace link placeholders with signed URLs; add the email open pixel and the
+        one-click unsubscribe URL (the email channel turns it into RFC 2369 / RFC 8058
+        headers)."""
         unsub = self.unsubscribe_url(account_id, user_id, channel, category, message_id)
 
         def fix(v: Any) -> Any:
@@ -131,9 +132,7 @@ class Signer:
                 html = out["html"]
                 out["html"] = (html.replace("</body>", pixel + "</body>") if "</body>" in html
                                else html + pixel)
-            out["unsubscribe_url"] = unsub
-            out["headers"] = {**out.get("headers", {}), "List-Unsubscribe": f"<{unsub}>",
-                              "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+            out["unsubscribe_url"] = unsub  # the email channel adds List-Unsubscribe(-Post)
         elif channel in ("push", "webpush", "inapp"):
             out["open_url"] = self.open_url(account_id, message_id)
         return out

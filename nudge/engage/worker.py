@@ -34,6 +34,7 @@ from . import outbox, tracking
 from .channels.base import Message, SendResult
 from .compose import address, context, load_recipients, render
 from .directory import CampaignDirectory, spec_of
+from .policy import suppressed_users
 from .service import Engage
 from .templates import TemplateError
 
@@ -100,7 +101,16 @@ class DeliveryWorker:
             with self.engage.engine.connect() as conn:
                 parents = {p.id: p for p in conn.execute(
                     sa.select(OB.c.id, OB.c.opened_at, OB.c.clicked_at).where(OB.c.id.in_(hold)))}
+        by_account: dict[str, list[int]] = {}
         for r in rows:
+            by_account.setdefault(r.account_id, []).append(r.user_id)
+        suppressed = {(a, u) for a, uids in by_account.items()
+                      for u in suppressed_users(a, uids)}
+        for r in rows:
+            # Event webhooks (no campaign) report events; they do not contact the person.
+            if (r.account_id, r.user_id) in suppressed and r.campaign_id is not None:
+                out[r.id] = "suppressed"  # suppressed after the message was queued
+                continue
             m = metas[r.id]
             p = parents.get(m.get("hold_parent"))
             if p is not None and (p.opened_at or p.clicked_at):
