@@ -1,10 +1,11 @@
-"""CORS for the endpoints browsers call directly: the Segment-spec ingest (``/v1/*``) and
-the web SDK files (``/sdk/*``).
+"""CORS for the endpoints browsers call directly: the Segment-spec ingest (``/v1/*``), the
+web SDK files (``/sdk/*``) and the app inbox (``/1/inbox*``, write key + user hash).
 
 Write keys are public by design (they ship inside web pages), so these endpoints answer any
 origin unless ``NUDGE_CORS_ORIGINS`` lists the allowed ones. The passcode API (``/1/*``)
-gets no CORS headers: a passcode must never live in a browser. Starlette's CORS middleware
-does the protocol work; this only scopes it to the browser-facing paths.
+gets no CORS headers, and ``X-Nudge-Passcode`` is not an allowed header, so the inbox's
+passcode form stays server-only too: a passcode must never live in a browser. Starlette's
+CORS middleware does the protocol work; this only scopes it to the browser-facing paths.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nudge.errors import ConfigError
 
-BROWSER_PATHS = ("/v1/", "/sdk/")
+BROWSER_PATHS = ("/v1/", "/sdk/", "/1/inbox")
 
 
 def parse_origins(origins: str) -> list[str]:
@@ -37,8 +38,11 @@ class BrowserCORS:
             app,
             allow_origins=parse_origins(origins),
             allow_methods=["GET", "POST", "OPTIONS"],
-            # Segment-style clients send basic auth and may gzip their bodies.
-            allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+            # Segment-style clients send basic auth and may gzip their bodies; inbox
+            # clients may name themselves in headers instead of query parameters.
+            allow_headers=["Authorization", "Content-Type", "Content-Encoding",
+                           "X-Nudge-Write-Key", "X-Nudge-Identity", "X-Nudge-User-Hash",
+                           "Last-Event-ID"],
             expose_headers=["Retry-After"],
             max_age=86400,
         )

@@ -259,7 +259,7 @@
 
   // ---------------------------------------------------------------- the queue
 
-  function enqueue(type, fields) {
+  function enqueue(type, fields, options) {
     if (!cfg) {
       warn(`call nudge.init() before nudge.${type}()`);
       return false;
@@ -270,7 +270,12 @@
     if (fresh && cfg.trackSessions && !(type === 'track' && fields.event === 'Session Started')) {
       push(message('track', { event: 'Session Started', properties: {} }, s, now));
     }
-    push(message(type, fields, s, now));
+    const msg = message(type, fields, s, now);
+    // A caller-chosen messageId makes a repeated report (a view, a click) count once.
+    if (options && typeof options.messageId === 'string' && options.messageId) {
+      msg.messageId = options.messageId.slice(0, 128);
+    }
+    push(msg);
     schedule();
     return true;
   }
@@ -499,13 +504,17 @@
       return api;
     },
 
-    /** Record that the visitor did something: `track('Added To Cart', {sku: 'A1'})`. */
-    track(event, properties) {
+    /**
+     * Record that the visitor did something: `track('Added To Cart', {sku: 'A1'})`.
+     * `options.messageId` sets the message id (the server stores one message per id).
+     */
+    track(event, properties, options) {
       if (typeof event !== 'string' || !event) {
         warn('track: event must be a non-empty string');
         return false;
       }
-      return enqueue('track', { event, properties: isObject(properties) ? properties : {} });
+      return enqueue('track', { event, properties: isObject(properties) ? properties : {} },
+        options);
     },
 
     /**
@@ -589,6 +598,11 @@
 
     userId() {
       return store ? userId() : null;
+    },
+
+    /** The settings in use (a copy), or null before init. */
+    config() {
+      return cfg ? Object.assign({}, cfg) : null;
     },
 
     /** What is waiting to be sent, for status displays and debugging. */
