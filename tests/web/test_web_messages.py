@@ -150,6 +150,7 @@ def test_inapp_campaign_triggered_by_an_event_appears_and_its_click_is_recorded(
     c = api(server, "POST", "/1/campaigns", {
         "name": "cart", "kind": "trigger", "channels": ["inapp"],
         "trigger": {"event": "Added To Cart"},
+        "caps": [{"max": 1, "per": {"hours": 1}}],  # at most one such message an hour
         "content": {"inapp": {"title": "Still thinking?",
                               "body": "Your {{ event.item }} is waiting"}}})
     cid = c.json()["id"]
@@ -174,6 +175,18 @@ def test_inapp_campaign_triggered_by_an_event_appears_and_its_click_is_recorded(
     assert clicked["campaign_id"] == cid and clicked["channel"] == "inapp"
     wait_for(lambda: [m["read"] for m in server_inbox(server, who)] == [True],
              "the message marked read")
+
+    # The campaign's frequency cap holds: a second trigger within the hour shows nothing.
+    page.evaluate("async () => { nudge.track('Added To Cart', {item: 'blue hat'});"
+                  " await nudge.flush(); }")
+
+    def outbox() -> list[dict[str, Any]]:
+        return api(server, "GET", "/1/outbox", params={"campaign_id": cid}).json()["messages"]
+
+    second = wait_for(lambda: [m for m in outbox() if m["status"] != "sent"], "the capped one")
+    assert [m["status"] for m in second] == ["skipped"], second
+    assert page.locator(".nudge-msg").count() == 0
+    assert len(server_inbox(server, who)) == 1
 
 
 # ------------------------------------------------------------------ web push
