@@ -422,8 +422,10 @@
   // event): hand everything queued to the browser, which delivers beacons after the page is
   // gone. sendBeacon cannot set headers, so the write key travels in the body. A request
   // still in flight may deliver the same messages; the server drops repeated messageIds.
+  // While backing off after failures the server is likely still failing, and a beacon's
+  // answer is never seen: the queue stays in localStorage for the next visit instead.
   function beacon() {
-    if (!cfg || optedOut() || !queue.length || !online()) return;
+    if (!cfg || optedOut() || !queue.length || !online() || retryTimer) return;
     const url = `${cfg.host}/v1/batch`;
     for (const batch of chunks(queue, BEACON_BYTES)) {
       const data = body(batch);

@@ -446,3 +446,25 @@ def test_restricted_cors_origins_answer_only_listed_origins(tmp_path: Path) -> N
         assert "access-control-allow-origin" not in other.headers
     finally:
         server.stop()
+
+
+def test_a_page_closed_during_an_outage_keeps_its_events_for_the_next_visit(
+        shared_server: NudgeServer, site: StaticSite, browser_context: BrowserContext) -> None:
+    down = FlakyProxy(shared_server.url, failures=10**6)  # every batch answered 503
+    try:
+        page = browser_context.new_page()
+        open_shop(page, site, shared_server, host=down.url, flushInterval=50, retryBaseMs=200)
+        page.evaluate("nudge.track('During Outage')")
+        anon = page.evaluate("nudge.anonymousId()")
+        wait_for(lambda: page.evaluate("nudge.queueInfo().retrying"), "a failed send")
+        page.close()  # no beacon into the outage: its answer would never be seen
+        attempts = down.attempts
+    finally:
+        down.server.shutdown()
+        down.server.server_close()
+    assert events(shared_server, objectId=anon) == []
+    again = browser_context.new_page()
+    open_shop(again, site, shared_server, flushInterval=50)
+    timeline = wait_for(lambda: events(shared_server, objectId=anon), "the kept events")
+    assert names(timeline) == ["Session Started", "During Outage"]
+    assert attempts >= 1
