@@ -172,6 +172,7 @@ def backup(settings: Settings, keyring: Keyring, open_store: Callable[[str], Acc
     manifest: dict[str, Any] = {"format": FORMAT, "created_at": started,
                                 "master_key_id": master_key_id(keyring.master), "accounts": {}}
     ids = account_ids()
+    stores = {a: open_store(a) for a in ids}  # creates missing data keys before the copy
     if not skip_control:
         progress("control store")
         plain = dest / "control.db.tmp"
@@ -183,7 +184,7 @@ def backup(settings: Settings, keyring: Keyring, open_store: Callable[[str], Acc
         manifest["control"] = "control.db.enc"
     for i, account_id in enumerate(ids, 1):
         progress(f"account {i}/{len(ids)} {account_id}")
-        store = open_store(account_id)
+        store = stores[account_id]
         target = dest / "accounts" / account_id / "events.duckdb"
         manifest["accounts"][account_id] = store.run_on_writer(
             lambda s=store, t=target: _snapshot_account(s, t)).result()
