@@ -133,6 +133,12 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/1/keys/{key_id}/rotate"): "keys:manage",
     ("DELETE", "/1/keys/{key_id}"): "keys:manage",
     ("GET", "/1/audit"): "audit:read",
+    # GDPR requests (nudge/api/routes/gdpr.py, docs/privacy.md)
+    ("POST", "/1/gdpr/access"): "privacy:manage",
+    ("POST", "/1/gdpr/erase"): "privacy:manage",
+    ("POST", "/1/gdpr/suppress"): "privacy:manage",
+    ("POST", "/1/gdpr/unsuppress"): "privacy:manage",
+    ("GET", "/1/gdpr/requests/{request_id}"): "privacy:manage",
 }
 
 
