@@ -7,7 +7,7 @@ times=n)`` or ``server.hang_next(seconds)`` (the response comes after the client
 
 Reuse them (delivery tests: caps, fallback, kill -9)::
 
-    from engage.providers import TwilioServer, SmtpServer, tls_pair
+    from tests.engage.providers import TwilioServer, SmtpServer, tls_pair
     with TwilioServer() as sms:
         ... PUT /1/channels/sms {"provider": "twilio", **sms.channel_config()} ...
         assert [r.form["To"] for r in sms.accepted] == [...]

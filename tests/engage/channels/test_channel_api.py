@@ -17,12 +17,12 @@ import pytest
 
 import nudge.engage.channel_config as channel_config_module
 from conftest import NudgeServer, nudge_cli
-from engage.providers import TwilioServer, message
 from nudge.engage.channel_config import ChannelDirectory
 from nudge.engage.channels.inapp import InAppChannel
 from nudge.errors import NotFound
 from nudge.privacy.keys import Keyring, load_master_key
 from nudge.store import control
+from tests.engage.providers import TwilioServer, message
 
 
 def directory_of(srv: NudgeServer) -> ChannelDirectory:
@@ -119,7 +119,7 @@ def test_generated_secrets_are_shown_once(nudge_server: NudgeServer) -> None:
     assert got["providers"][0]["vapid_public_key"] == key
     assert r.json()["generated"]["vapid_private_key"] not in json.dumps(got)
     # both push providers can be configured side by side
-    from engage.providers import FcmServer
+    from tests.engage.providers import FcmServer
     fcm = FcmServer()
     assert put(srv, "push", fcm.channel_config()).status_code == 200
     got = httpx.get(f"{srv.url}/1/channels/push", headers=srv.headers).json()

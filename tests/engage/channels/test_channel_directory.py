@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from engage.providers import ApnsServer, FcmServer, message, tls_pair
 from nudge.clock import clock
 from nudge.engage.channel_config import ChannelDirectory, user_hash
 from nudge.engage.channels.apns import ApnsChannel
@@ -22,6 +21,7 @@ from nudge.errors import NotFound, ValidationError
 from nudge.privacy.keys import Keyring, new_master_key_text, parse_master_key
 from nudge.store import control
 from nudge.tenancy.accounts import AccountDirectory
+from tests.engage.providers import ApnsServer, FcmServer, message, tls_pair
 
 
 @pytest.fixture

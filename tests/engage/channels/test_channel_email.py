@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from engage.providers import SilentServer, SmtpServer, message, tls_pair
 from nudge.engage.channels.email import EmailChannel, html_to_text, render_mjml
 from nudge.errors import ValidationError
+from tests.engage.providers import SilentServer, SmtpServer, message, tls_pair
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,6 @@ import time
 
 import pytest
 
-from engage.providers import (
-    SilentServer,
-    TwilioServer,
-    WebhookReceiver,
-    WebPushServer,
-    WhatsAppServer,
-    message,
-)
 from nudge.engage import signing
 from nudge.engage.channels.registry import unreachable_identifier
 from nudge.engage.channels.sms import SmsChannel
@@ -25,6 +17,14 @@ from nudge.engage.channels.webhook import WebhookChannel
 from nudge.engage.channels.webpush import WebPushChannel
 from nudge.engage.channels.whatsapp import WhatsAppChannel
 from nudge.errors import ValidationError
+from tests.engage.providers import (
+    SilentServer,
+    TwilioServer,
+    WebhookReceiver,
+    WebPushServer,
+    WhatsAppServer,
+    message,
+)
 
 
 def run(channel, *messages):
