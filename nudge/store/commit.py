@@ -7,12 +7,14 @@ only after DuckDB has durably committed, so a failed commit changes nothing.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from nudge.clock import clock
 from nudge.ingest.identity import Key, Resolver
@@ -43,27 +45,16 @@ def _wire(v: Any) -> Any:
 
 
 _JSON = msgspec.json.Encoder()
-_AS_IS = frozenset(("number", "string", "boolean"))
 US = 1_000_000
+# Sets of Python types whose values go into a typed column as they are, with no per-value
+# decision (see Commit._event_group).
+_VECTOR_TYPES = {frozenset({str}): "string", frozenset({bool}): "boolean",
+                 frozenset({int}): "number", frozenset({float}): "number",
+                 frozenset({int, float}): "number", frozenset({Date}): "date"}
 
 
 def to_json(props: dict[str, Any]) -> str | None:
     return _JSON.encode(_wire(props)).decode() if props else None
-
-
-@dataclass
-class EventStats:
-    count: int = 0
-    first: float = float("inf")
-    last: float = float("-inf")
-    first_seq: int = 0
-
-    def add(self, ts: float, seq: int) -> None:
-        if not self.count:
-            self.first_seq = seq
-        self.count += 1
-        self.first = min(self.first, ts)
-        self.last = max(self.last, ts)
 
 
 @dataclass
@@ -106,12 +97,27 @@ class Commit:
         plan = self.plan
         new_ids, new_ids_set, events = plan.new_ids, plan.new_ids_set, plan.events
         assigned, created, merges = res.assigned, res.created, res.merges
+        known = self.resolver.state.ids
         for rec in self.records:
             mid = rec.message_id
             if mid in seen or mid in new_ids_set:
                 errors.append(None)
                 self.duplicates += 1
                 continue
+            ids = rec.ids
+            if (rec.kind == "event" and len(ids) == 1 and rec.token is None
+                    and not rec.merge_from):
+                # The common case: an event of a known user, with nothing to attach or merge
+                # (its profile is re-pointed through merges in run()).
+                (key,) = ids.items()
+                if key not in assigned:
+                    uid = known.get(key)
+                    if uid is not None:
+                        errors.append(None)
+                        new_ids.append(mid)
+                        new_ids_set.add(mid)
+                        events.append((rec, uid))
+                        continue
             merges_before = len(merges)
             try:
                 uid = resolve(rec)
@@ -148,51 +154,50 @@ class Commit:
         errors = self.plan_records()
         store, final = self.store, self.resolver.final
         seq0 = store.next_seq
-        seq = seq0
-        stats: dict[int, EventStats] = {}
-        event_rows = []
         suppressed = store.suppressed  # nudge/privacy/suppression.py: their events are dropped
-        for rec, uid in self.plan.events:
-            if suppressed and (uid in suppressed or final(uid) in suppressed):
-                continue
-            uid = final(uid)
-            st = stats.get(uid)
-            if st is None:
-                st = stats[uid] = EventStats()
-            st.add(rec.ts, seq)
-            event_rows.append((seq, rec, uid))
-            seq += 1
-        rows = self._profile_rows(stats)
+        events = self.plan.events
+        if suppressed or self.resolver.res.merged_into or store.identity.merged_into:
+            kept = [(rec, final(uid)) for rec, uid in events
+                    if not suppressed or (uid not in suppressed and final(uid) not in suppressed)]
+        else:
+            kept = events
+        recs = [rec for rec, _ in kept]
+        uids = [uid for _, uid in kept]
+        seq = seq0 + len(recs)
+        rows = self._profile_rows()
         cur = store.writer_cursor
         cur.execute("BEGIN TRANSACTION")
         try:
-            events_table = self._events_table(event_rows)
+            events_table = self._events_table(recs, uids, seq0)
             profiles_table = self._profiles_table(rows)
             self._write_columns(cur)
             if events_table is not None:
                 cur.register("_new_events", events_table)
                 cur.execute("INSERT INTO events_recent BY NAME SELECT * FROM _new_events")
-                cur.unregister("_new_events")
             self._write_merges(cur)
             self._write_identities(cur)
-            self._write_profiles(cur, rows, profiles_table, stats)
-            self._write_event_catalog(cur, event_rows)
+            self._write_profiles(cur, rows, profiles_table)
+            if events_table is not None:
+                self._write_event_stats(cur)
+                self._write_event_catalog(cur)
+                cur.unregister("_new_events")
             self._write_record_ids(cur)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             store.catalog.rollback()
             raise
+        self.events_table = events_table
         # Durable: fold the commit into memory.
         self.resolver.apply()
         store.next_seq = seq
         store.remember_ids(self.plan.new_ids, self.now)
         store.catalog.confirm()
         store.event_props.update(self._pending_event_props)
-        return CommitResult(errors, len(event_rows), self.duplicates, seq0, seq - 1)
+        return CommitResult(errors, len(recs), self.duplicates, seq0, seq - 1)
 
     # -- profiles ------------------------------------------------------------------------
-    def _profile_rows(self, stats: dict[int, EventStats]) -> dict[int, ProfileRow]:
+    def _profile_rows(self) -> dict[int, ProfileRow]:
         """Full rows for profiles whose properties or identifiers change in this commit."""
         res = self.resolver.res
         touched = self.plan.touched
@@ -219,11 +224,8 @@ class Commit:
                 for op in action[2]:
                     row.apply(op)
         self.merged_away = {loser for loser, _ in res.merges}
-        for uid, row in rows.items():
+        for row in rows.values():
             row.updated_at = self.now
-            s = stats.get(uid)
-            if s:
-                row.saw_events(s.count, s.first, s.last, s.first_seq)
         return rows
 
     def _profiles_table(self, rows: dict[int, ProfileRow]) -> pa.Table | None:
@@ -274,9 +276,11 @@ class Commit:
             names.append(column)
         return pa.Table.from_arrays(arrays, names=names)
 
-    def _write_profiles(self, cur: Any, rows: dict[int, ProfileRow], table: pa.Table | None,
-                        stats: dict[int, EventStats]) -> None:
-        gone = list(rows) + [u for u in self.merged_away if u not in rows]
+    def _write_profiles(self, cur: Any, rows: dict[int, ProfileRow],
+                        table: pa.Table | None) -> None:
+        created = self.resolver.res.created
+        gone = [u for u in rows if u not in created]
+        gone += [u for u in self.merged_away if u not in rows and u not in created]
         if gone:
             cur.execute("DELETE FROM profiles WHERE user_id IN (SELECT unnest(?::BIGINT[]))",
                         [gone])
@@ -284,106 +288,133 @@ class Commit:
             cur.register("_new_profiles", table)
             cur.execute("INSERT INTO profiles BY NAME SELECT * FROM _new_profiles")
             cur.unregister("_new_profiles")
-        rest = [(u, s) for u, s in stats.items() if u not in rows]
-        if rest:
-            agg = pa.table({
-                "user_id": pa.array([u for u, _ in rest], pa.int64()),
-                "n": pa.array([s.count for _, s in rest], pa.int64()),
-                "first": pa.array([_us(s.first) for _, s in rest], pa.timestamp("us")),
-                "last": pa.array([_us(s.last) for _, s in rest], pa.timestamp("us")),
-                "first_seq": pa.array([s.first_seq for _, s in rest], pa.int64()),
-            })
-            cur.register("_agg", agg)
-            cur.execute("""
-                UPDATE profiles SET event_count = profiles.event_count + a.n,
-                    first_seen = least(coalesce(profiles.first_seen, a.first), a.first),
-                    last_seen = greatest(coalesce(profiles.last_seen, a.last), a.last),
-                    first_event_seq = coalesce(profiles.first_event_seq, a.first_seq)
-                FROM _agg a WHERE profiles.user_id = a.user_id""")
-            cur.unregister("_agg")
+
+    def _write_event_stats(self, cur: Any) -> None:
+        """Event counts and first/last seen of every profile with events in this commit."""
+        cur.execute("""
+            UPDATE profiles SET event_count = profiles.event_count + a.n,
+                first_seen = least(coalesce(profiles.first_seen, a.first), a.first),
+                last_seen = greatest(coalesce(profiles.last_seen, a.last), a.last),
+                first_event_seq = coalesce(profiles.first_event_seq, a.first_seq)
+            FROM (SELECT user_id, count(*) AS n, min(ts) AS first, max(ts) AS last,
+                         min(seq) AS first_seq FROM _new_events GROUP BY user_id) a
+            WHERE profiles.user_id = a.user_id""")
 
     # -- events --------------------------------------------------------------------------
-    def _events_table(self, event_rows: list[tuple[int, Record, int]]) -> pa.Table | None:
-        if not event_rows:
-            return None
-        catalog = self.store.catalog
-        n = len(event_rows)
-        typed: dict[str, list[Any]] = {}
-        types: dict[str, str] = {}
-        overflow: list[str | None] = [None] * n
-        pending_props: set[tuple[str, str, str]] = set()
-        known = self.store.event_props
-        place = catalog.place
-        # Per (event, property, Python type): the column's value list, whether the value goes
-        # in as is, and the catalog key — so each property costs a few dict lookups.
-        slots: dict[tuple[str, str, type], tuple[list[Any] | None, bool, str]] = {}
-        for i, (_, rec, _) in enumerate(event_rows):
-            extra = None
-            event = rec.event or ""
-            for name, value in rec.props.items():
-                t = type(value)
-                slot = slots.get((event, name, t))
-                if slot is None or t is list:  # lists may hold mixed items: place each
-                    col = place("event", name, value)
-                    if col is None:
-                        slot = (None, False, value_type(value) or "object")
-                    else:
-                        values = typed.get(col.column)
-                        if values is None:
-                            values = typed[col.column] = [None] * n
-                            types[col.column] = col.type
-                        slot = (values, col.type in _AS_IS, col.type)
-                    slots[(event, name, t)] = slot
-                    key = (event, name, slot[2])
-                    if key not in known:
-                        pending_props.add(key)
-                values, as_is, typ = slot
-                if values is None:
-                    if extra is None:
-                        extra = {}
-                    extra[name] = value
-                else:
-                    values[i] = value if as_is else to_column_value(value, typ)
-            if extra:
-                overflow[i] = to_json(extra)
-        self._pending_event_props = pending_props
-        ingested = _us(self.now)
-        arrays = [
-            pa.array([r[0] for r in event_rows], pa.int64()),
-            pa.array([r[1].message_id for r in event_rows], pa.string()),
-            pa.array([r[2] for r in event_rows], pa.int64()),
-            pa.array([r[1].event for r in event_rows], pa.string()),
-            pa.array([int(r[1].ts * US) for r in event_rows], pa.timestamp("us")),
-            pa.array([ingested] * n, pa.timestamp("us")),
-            pa.array(overflow, pa.string()),
-        ]
-        names = ["seq", "message_id", "user_id", "event", "ts", "ingested_at", "props"]
-        for column, values in typed.items():
-            arrays.append(column_array(values, types[column]))
-            names.append(column)
-        return pa.Table.from_arrays(arrays, names=names)
+    def _events_table(self, recs: list[Record], uids: list[int], seq0: int) -> pa.Table | None:
+        """The commit's events as one Arrow table, built column by column.
 
-    def _write_event_catalog(self, cur: Any, event_rows: list[tuple[int, Record, int]]) -> None:
-        if not event_rows:
-            return
-        counts = Counter(r[1].event for r in event_rows)
-        first: dict[str, float] = {}
-        last: dict[str, float] = {}
-        for _, rec, _ in event_rows:
-            e = rec.event or ""
-            first[e] = min(first.get(e, rec.ts), rec.ts)
-            last[e] = max(last.get(e, rec.ts), rec.ts)
-        cat = pa.table({
-            "event": list(counts), "n": [counts[e] for e in counts],
-            "first": pa.array([_us(first[e]) for e in counts], pa.timestamp("us")),
-            "last": pa.array([_us(last[e]) for e in counts], pa.timestamp("us"))})
-        cur.register("_cat", cat)
+        Records are grouped by event name (an event's records share their property names and
+        types), and each property becomes one Python list comprehension and one Arrow
+        conversion per group instead of per-value work; only properties whose values need a
+        per-value decision (mixed types, lists, explicit nulls, overflow) take the slow path.
+        """
+        n = len(recs)
+        if not n:
+            return None
+        groups: dict[str, list[int]] = {}
+        for i, rec in enumerate(recs):
+            g = groups.get(rec.event)  # type: ignore[arg-type]
+            if g is None:
+                groups[rec.event] = [i]  # type: ignore[index]
+            else:
+                g.append(i)
+        self._pending_event_props = set()
+        parts = [self._event_group(event or "", idx, [recs[i].props for i in idx])
+                 for event, idx in groups.items()]
+        if len(parts) == 1:
+            typed = parts[0]
+        else:
+            typed = pa.concat_tables(parts, promote_options="default")
+            # Back to arrival order: seq follows the records, and so does the table.
+            typed = typed.take(pc.sort_indices(typed["_i"]))
+        typed = typed.drop_columns(["_i"])
+        ts = np.fromiter((r.ts for r in recs), dtype=np.float64, count=n) * US
+        fixed = {
+            "seq": pa.array(np.arange(seq0, seq0 + n, dtype=np.int64)),
+            "message_id": pa.array([r.message_id for r in recs], pa.string()),
+            "user_id": pa.array(uids, pa.int64()),
+            "event": pa.array([r.event for r in recs], pa.string()),
+            "ts": pa.array(ts.astype(np.int64), pa.timestamp("us")),
+            "ingested_at": pa.array(np.full(n, _us(self.now), dtype=np.int64),
+                                    pa.timestamp("us")),
+        }
+        return pa.Table.from_arrays([*fixed.values(), *typed.columns],
+                                    names=[*fixed, *typed.column_names])
+
+    def _event_group(self, event: str, idx: list[int], props: list[dict[str, Any]]) -> pa.Table:
+        """Typed columns, overflow JSON and row positions (``_i``) of one event's records."""
+        m = len(props)
+        place = self.store.catalog.place
+        known, pending = self.store.event_props, self._pending_event_props
+        arrays: dict[str, pa.Array] = {}
+        overflow: list[dict[str, Any] | None] = [None] * m
+        slow: list[str] = []
+        # Names in order of first sight: a new property's column (and type) is allocated
+        # when it is first seen, so the column budget goes to the earliest properties.
+        for name in dict.fromkeys(chain.from_iterable(props)):
+            values = [p.get(name) for p in props]
+            types = set(map(type, values))
+            absent = type(None) in types
+            types.discard(type(None))
+            first = next((v for v in values if v is not None), None)
+            col = None if first is None else place("event", name, first)
+            kind = _VECTOR_TYPES.get(frozenset(types))
+            if (kind is None or col is None or col.type != kind
+                    # absent is fine; an explicit null goes to the overflow
+                    or (absent and any(name in p and p[name] is None for p in props))):
+                slow.append(name)
+                continue
+            if kind == "date":
+                values = [None if v is None else int(v.epoch * US) for v in values]
+            arrays[col.column] = column_array(values, kind)
+            if (event, name, kind) not in known:
+                pending.add((event, name, kind))
+        if slow:
+            self._slow_properties(event, slow, props, arrays, overflow)
+        arrays["props"] = pa.array([to_json(o) if o else None for o in overflow], pa.string())
+        arrays["_i"] = pa.array(idx, pa.int64())
+        return pa.table(arrays)
+
+    def _slow_properties(self, event: str, names: list[str], props: list[dict[str, Any]],
+                         arrays: dict[str, pa.Array], overflow: list[dict[str, Any] | None],
+                         ) -> None:
+        """Per-value placement: each value goes to its typed column or to the overflow."""
+        m = len(props)
+        place = self.store.catalog.place
+        known, pending = self.store.event_props, self._pending_event_props
+        columns: dict[str, list[Any]] = {}
+        types: dict[str, str] = {}
+        for name in names:
+            for j, p in enumerate(props):
+                if name not in p:
+                    continue
+                value = p[name]
+                col = place("event", name, value)
+                typ = (value_type(value) or "object") if col is None else col.type
+                if (event, name, typ) not in known:
+                    pending.add((event, name, typ))
+                if col is None:
+                    extra = overflow[j]
+                    if extra is None:
+                        extra = overflow[j] = {}
+                    extra[name] = value
+                    continue
+                values = columns.get(col.column)
+                if values is None:
+                    values = columns[col.column] = [None] * m
+                    types[col.column] = col.type
+                values[j] = to_column_value(value, col.type)
+        for column, values in columns.items():
+            arrays[column] = column_array(values, types[column])
+
+    def _write_event_catalog(self, cur: Any) -> None:
         cur.execute("""
-            INSERT INTO event_catalog SELECT event, n, first, last FROM _cat
+            INSERT INTO event_catalog
+            SELECT event, count(*), min(ts), max(ts) FROM _new_events GROUP BY event
             ON CONFLICT (event) DO UPDATE SET count = event_catalog.count + excluded.count,
                 first_seen = least(event_catalog.first_seen, excluded.first_seen),
                 last_seen = greatest(event_catalog.last_seen, excluded.last_seen)""")
-        cur.unregister("_cat")
         if self._pending_event_props:
             cur.executemany("INSERT INTO event_properties VALUES (?, ?, ?)",
                             sorted(self._pending_event_props))
@@ -440,8 +471,12 @@ class Commit:
         t = pa.table({"kind": [k for k, _ in assigned], "value": [v for _, v in assigned],
                       "user_id": pa.array([final(u) for u in assigned.values()], pa.int64())})
         cur.register("_ids", t)
-        cur.execute("DELETE FROM identities USING _ids "
-                    "WHERE identities.kind = _ids.kind AND identities.value = _ids.value")
+        # After the prefetch the cache holds every stored key of this commit: only keys found
+        # there have a row to replace (a moved device id or token); new keys need no DELETE.
+        known = self.resolver.state.ids
+        if any(key in known for key in assigned):
+            cur.execute("DELETE FROM identities USING _ids "
+                        "WHERE identities.kind = _ids.kind AND identities.value = _ids.value")
         cur.execute("INSERT INTO identities SELECT kind, value, user_id, now() FROM _ids")
         cur.unregister("_ids")
 
