@@ -70,21 +70,49 @@ def segments(plain: Path, enc: Path, now: float, reps: int) -> list[list[Any]]:
     nodes = {k: parse(v, now) for k, v in definitions().items()}
     counts = {k: {n: e.count(nodes[k], now=now) for n, e in engines.items()} for k in nodes}
     times: dict[str, dict[str, list[float]]] = {k: {n: [] for n in engines} for k in nodes}
+    cpu: dict[str, dict[str, list[float]]] = {k: {n: [] for n in engines} for k in nodes}
     order = list(engines)
     for r in range(reps):
         for k in nodes:
             for name in order[r % 2:] + order[:r % 2]:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 engines[name].count(nodes[k], now=now)
                 times[k][name].append(time.perf_counter() - t)
+                cpu[k][name].append(time.process_time() - c)
     for s in sides.values():
         s.close()
     rows = []
     for k in nodes:
         p, e = (median(times[k][n]) * 1000 for n in ("plain", "encrypted"))
+        pc, ec = (median(cpu[k][n]) * 1000 for n in ("plain", "encrypted"))
         same = "yes" if counts[k]["plain"] == counts[k]["encrypted"] else "NO"
         rows.append([f"({k}) {DESCRIPTIONS[k]}", f"{counts[k]['plain']:,}", p, e,
-                     ratio(e, p), same])
+                     ratio(e, p), pc, ec, ratio(ec, pc), same])
+    return rows
+
+
+def cold(plain: Path, enc: Path, now: float, reps: int) -> list[list[Any]]:
+    """All six segments right after opening the store (DuckDB's buffer pool empty, so every
+    block is read and, when encrypted, decrypted; the OS page cache is warm for both)."""
+    settings = load_settings({}, merge_fanout=0)
+    nodes = [parse(v, now) for v in definitions().values()]
+    wall: dict[str, list[float]] = {"plain": [], "encrypted": []}
+    cpu: dict[str, list[float]] = {"plain": [], "encrypted": []}
+    for r in range(reps):
+        for name in (("plain", "encrypted") if r % 2 == 0 else ("encrypted", "plain")):
+            store = AccountStore("bench", plain if name == "plain" else enc, settings,
+                                 None if name == "plain" else KEY)
+            engine = SegmentEngine(store)
+            t, c = time.perf_counter(), time.process_time()
+            for node in nodes:
+                engine.count(node, now=now)
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+            store.close()
+    rows = []
+    for what, m in (("wall", wall), ("CPU", cpu)):
+        p, e = median(m["plain"]) * 1000, median(m["encrypted"]) * 1000
+        rows.append([f"six segments, first run after open ({what})", p, e, ratio(e, p)])
     return rows
 
 
@@ -132,7 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n# segment counts, hot, medians of {args.reps} interleaved rounds; "
           f"load {loadavg()}")
     print(table(["segment", "members", "plain ms", "encrypted ms", "encrypted/plain",
-                 "same count"], rows))
+                 "plain CPU ms", "encrypted CPU ms", "CPU ratio", "same count"], rows))
+    rows = cold(plain, enc, info.now, args.reps)
+    print(f"\n# cold buffer pool, medians of {args.reps} interleaved opens; load {loadavg()}")
+    print(table(["run", "plain ms", "encrypted ms", "encrypted/plain"], rows))
     rows = ingest(args.ingest_events, min(args.users, 50_000), args.batch, args.reps)
     print(f"\n# ingest (AccountStore.write, in-process), medians of {args.reps} interleaved "
           f"runs; load {loadavg()}")

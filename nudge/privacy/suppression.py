@@ -7,8 +7,10 @@ The suppressed internal user ids of an account live in its own (encrypted) datab
 - the commit path drops events of a suppressed person (``Commit.run``);
 - every channel asks :func:`is_suppressed` before sending (the delivery policy).
 
-Suppression follows merges: an anonymous profile that was suppressed and later merges into
-an identified one suppresses the merged person, since it is the same person.
+Suppression belongs to a profile and covers every profile merged into it: a device that logs
+in as a suppressed person is theirs from then on, so its events are dropped too. (The other
+direction is not carried: an anonymous profile suppressed on its own that later merges into a
+person who is not suppressed does not suppress that person.)
 """
 
 from __future__ import annotations

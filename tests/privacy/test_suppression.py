@@ -1,0 +1,97 @@
+"""Suppression on a real account store, in process: the commit path drops events, channels
+see it through the delivery policy's suppression hook, merges carry it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nudge.config import Settings
+from nudge.ingest.records import Record
+from nudge.privacy import suppression
+from nudge.store.account import AccountStore
+
+NOW = time.time()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[AccountStore]:
+    s = AccountStore("supp-acct", tmp_path / "events.duckdb", Settings(data_dir=tmp_path))
+    yield s
+    s.close()
+
+
+def ev(ids: dict[str, str], mid: str, name: str = "E") -> Record:
+    return Record(kind="event", ids=ids, ts=NOW, message_id=mid, event=name)
+
+
+def events_of(store: AccountStore, uid: int) -> int:
+    with store.cursor() as cur:
+        return int(cur.execute("SELECT count(*) FROM events WHERE user_id = ?",
+                               [uid]).fetchone()[0])
+
+
+def test_commit_drops_suppressed_events_and_lifting_restores(store: AccountStore) -> None:
+    store.write([ev({"identity": "a"}, "m1"), ev({"identity": "b"}, "m2")])
+    a, b = store.user_for("identity", "a"), store.user_for("identity", "b")
+    assert a is not None and b is not None
+    assert store.run_on_writer(lambda: suppression.suppress(store, [a])).result() == 1
+    assert suppression.is_suppressed("supp-acct", a)
+    assert not suppression.is_suppressed("supp-acct", b)
+    assert suppression.suppressed_subset("supp-acct", [a, b, 999]) == {a}
+    res = store.write([ev({"identity": "a"}, "m3"), ev({"identity": "b"}, "m4")])
+    assert res.stored_events == 1 and events_of(store, a) == 1 and events_of(store, b) == 2
+    assert store.run_on_writer(lambda: suppression.unsuppress(store, [a])).result() == 1
+    store.write([ev({"identity": "a"}, "m5")])
+    assert events_of(store, a) == 2 and not suppression.is_suppressed("supp-acct", a)
+
+
+def test_suppression_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "events.duckdb"
+    s = AccountStore("supp-reopen", path, Settings(data_dir=tmp_path))
+    s.write([ev({"identity": "a"}, "m1")])
+    a = s.user_for("identity", "a")
+    s.run_on_writer(lambda: suppression.suppress(s, [a])).result()
+    s.close()
+    s = AccountStore("supp-reopen", path, Settings(data_dir=tmp_path))
+    try:
+        assert s.suppressed == {a} and suppression.is_suppressed("supp-reopen", a)
+        s.write([ev({"identity": "a"}, "m2")])
+        assert events_of(s, a) == 1
+    finally:
+        s.close()
+
+
+def test_a_device_that_logs_in_as_a_suppressed_person_is_suppressed(
+        store: AccountStore) -> None:
+    store.write([ev({"identity": "known"}, "m1")])
+    known = store.user_for("identity", "known")
+    store.run_on_writer(lambda: suppression.suppress(store, [known])).result()
+    store.write([ev({"object_id": "device"}, "m2")])  # a stranger's device: processed
+    anon = store.user_for("object_id", "device")
+    assert events_of(store, anon) == 1
+    # The device logs in as "known": its profile merges into the suppressed person, and
+    # from then on the device's events are theirs, so dropped.
+    store.write([ev({"identity": "known", "object_id": "device"}, "m3")])
+    store.write([ev({"object_id": "device"}, "m4"), ev({"object_id": "device"}, "m5")])
+    assert store.identity.final(anon) == known
+    assert suppression.is_suppressed("supp-acct", anon)
+    assert events_of(store, known) == 2  # m1, and m2 merged in; m3-m5 dropped
+
+
+def test_unknown_account_is_an_error_not_a_silent_no(tmp_path: Path) -> None:
+    with pytest.raises(LookupError):
+        suppression.is_suppressed("no-such-account-open", 1)
+
+
+def test_the_delivery_policy_asks_the_suppression_list(store: AccountStore) -> None:
+    policy = pytest.importorskip("nudge.engage.policy")
+    store.write([ev({"identity": "a"}, "m1")])
+    a = store.user_for("identity", "a")
+    store.run_on_writer(lambda: suppression.suppress(store, [a])).result()
+    suppression.register_with_policy()
+    assert suppression.suppressed_subset in policy._suppression
+    assert {u for check in policy._suppression for u in check("supp-acct", [a])} == {a}
