@@ -158,63 +158,106 @@ const nudge = (function (root) {
     }
   }
 
-  function saveQueue() {
+  // Writing the queue costs a JSON.stringify and a localStorage write of all of it (~10 ms
+  // for a full 1000-message queue), so writes are coalesced: a short queue is written at the
+  // end of the current task (a loop of track() calls writes once), a long one (the visitor
+  // is offline) at most every 250 ms, and everything at once when the page is hidden.
+  let saveTimer = null;
+  let saveQueued = false;
+
+  function saveNow() {
+    clearTimeout(saveTimer);
+    saveTimer = null;
+    saveQueued = false;
     store.set('queue', queue.length ? JSON.stringify(queue) : null);
+  }
+
+  function saveQueue() {
+    if (saveQueued) return;
+    saveQueued = true;
+    if (queue.length > 100) saveTimer = setTimeout(saveNow, 250);
+    else Promise.resolve().then(() => saveQueued && saveNow());
   }
 
   // ---------------------------------------------------------------- identity, session, context
 
+  // Ids, the opt-out flag and the session are read on every message, so they are kept in
+  // memory; another tab changing them fires a "storage" event that drops the copies.
+  let mem = {};
+
+  function load(key, withCookie) {
+    if (!(key in mem)) mem[key] = store.get(key, withCookie);
+    return mem[key];
+  }
+
+  function persist(key, value, withCookie) {
+    mem[key] = value;
+    store.set(key, value, withCookie);
+  }
+
   function anonymousId() {
-    let id = store.get('aid', true);
+    let id = load('aid', true);
     if (!id) {
       id = uuid();
-      store.set('aid', id, true);
+      persist('aid', id, true);
     }
     return id;
   }
 
   function userId() {
-    return store.get('uid', true);
+    return load('uid', true);
   }
 
   function optedOut() {
-    const v = store.get('optout', true);
+    const v = load('optout', true);
     return v === '1' || (v == null && cfg.optOutByDefault);
   }
 
   // A session ends after sessionTimeoutMs without a message; it is shared by the site's tabs.
-  // Its landing referrer and UTM parameters travel with every message of the session.
+  // Its landing referrer and UTM parameters travel with every message of the session (a
+  // page opened from a new campaign link within a session replaces the campaign).
+  let landingUtm = null; // this page's utm_* parameters, applied once
+  let sessionWritten = 0;
+
   function session(now) {
     let s = null;
     try {
-      s = JSON.parse(store.get('session') || 'null');
+      s = JSON.parse(load('session') || 'null');
     } catch (e) {
       s = null;
     }
-    const utm = utmParams();
     const fresh = !s || now - s.last > cfg.sessionTimeoutMs;
-    if (fresh || Object.keys(utm).length) {
+    const utm = landingUtm;
+    if (fresh || utm) {
       s = {
         id: fresh ? uuid() : s.id,
         start: fresh ? now : s.start,
-        campaign: Object.keys(utm).length ? utm : s ? s.campaign : {},
+        campaign: utm || (fresh ? {} : s.campaign),
         referrer: fresh ? clip((doc && doc.referrer) || '') : s.referrer,
       };
+      landingUtm = null;
     }
     s.last = now;
-    store.set('session', JSON.stringify(s));
+    // The last-activity time is only written every few seconds: it decides a 30-minute
+    // timeout, and a localStorage write per message would be the main cost of track().
+    if (fresh || utm || now - sessionWritten > 5000) {
+      persist('session', JSON.stringify(s));
+      sessionWritten = now;
+    } else {
+      mem.session = JSON.stringify(s);
+    }
     return { s, fresh };
   }
 
   function utmParams() {
     const out = {};
-    if (!root.location || typeof URLSearchParams === 'undefined') return out;
+    if (!root.location || typeof URLSearchParams === 'undefined') return null;
     const q = new URLSearchParams(root.location.search);
     for (const k of UTM) {
       const v = q.get(`utm_${k}`);
       if (v) out[k === 'campaign' ? 'name' : k] = clip(v);
     }
-    return out;
+    return Object.keys(out).length ? out : null;
   }
 
   function pageInfo() {
@@ -228,19 +271,26 @@ const nudge = (function (root) {
     };
   }
 
-  function context(s) {
-    const ctx = {
+  // What does not change while the page lives, computed once.
+  let device = null;
+
+  function deviceContext() {
+    const d = {
       library: { name: 'nudge.js', version: VERSION },
-      page: pageInfo(),
       userAgent: clip((nav && nav.userAgent) || ''),
       locale: (nav && nav.language) || '',
     };
     try {
-      ctx.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+      d.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone;
     } catch (e) {
       /* no Intl */
     }
-    if (root.screen) ctx.screen = { width: root.screen.width, height: root.screen.height };
+    if (root.screen) d.screen = { width: root.screen.width, height: root.screen.height };
+    return d;
+  }
+
+  function context(s) {
+    const ctx = Object.assign({}, device, { page: pageInfo() });
     if (s) {
       if (cfg.trackSessions) ctx.sessionId = s.id;
       if (s.campaign && Object.keys(s.campaign).length) ctx.campaign = s.campaign;
@@ -289,8 +339,8 @@ const nudge = (function (root) {
     if (queue.length > cfg.maxQueueSize) {
       const over = queue.length - cfg.maxQueueSize;
       queue.splice(0, over);
+      if (!dropped) warn(`offline queue full (${cfg.maxQueueSize}): dropping the oldest messages`);
       dropped += over;
-      warn(`offline queue full: dropped the ${over} oldest message(s)`);
     }
     saveQueue();
     log('queued', msg.type, msg.event || '', queue.length);
@@ -417,6 +467,7 @@ const nudge = (function (root) {
   // While backing off after failures the server is likely still failing, and a beacon's
   // answer is never seen: the queue stays in localStorage for the next visit instead.
   function beacon() {
+    if (saveQueued) saveNow();
     if (!cfg || optedOut() || !queue.length || !online() || retryTimer) return;
     const url = `${cfg.host}/v1/batch`;
     for (const batch of chunks(queue, BEACON_BYTES)) {
@@ -435,6 +486,7 @@ const nudge = (function (root) {
       if (!ok) break; // the rest stays in localStorage for the next visit
       remove(batch);
     }
+    if (saveQueued) saveNow(); // the page may not get another task
   }
 
   // ---------------------------------------------------------------- automatic page views
@@ -476,12 +528,17 @@ const nudge = (function (root) {
       o.host = String(o.host).replace(/\/+$/, '');
       cfg = o;
       store = makeStore(o.storagePrefix, o.cookieDomain);
+      device = deviceContext();
+      landingUtm = utmParams();
       queue = loadQueue(); // left over from an earlier visit (offline, closed mid-retry)
       if (optedOut()) {
         queue = [];
-        saveQueue();
+        saveNow();
       }
       if (root.addEventListener) {
+        root.addEventListener('storage', (e) => {
+          if (!e.key || e.key.indexOf(`${o.storagePrefix}.`) === 0) mem = {};
+        });
         root.addEventListener('online', () => flush());
         root.addEventListener('pagehide', beacon);
         if (doc) {
@@ -527,7 +584,7 @@ const nudge = (function (root) {
           warn('identify: userId must be a string');
           return false;
         }
-        if (cfg && !optedOut()) store.set('uid', id, true);
+        if (cfg && !optedOut()) persist('uid', id, true);
       }
       const fields = { traits: isObject(traits) ? traits : {} };
       if (id) fields.userId = id;
@@ -556,9 +613,9 @@ const nudge = (function (root) {
     /** Forget the user (logout): a new anonymous id, no user id, a new session. */
     reset() {
       if (!store) return;
-      store.set('uid', null, true);
-      store.set('aid', null, true);
-      store.set('session', null);
+      persist('uid', null, true);
+      persist('aid', null, true);
+      persist('session', null);
     },
 
     /**
@@ -567,9 +624,9 @@ const nudge = (function (root) {
      */
     optOut() {
       if (!store) throw new Error('nudge.optOut: call nudge.init() first');
-      store.set('optout', '1', true);
+      persist('optout', '1', true);
       queue = [];
-      saveQueue();
+      saveNow();
       clearTimeout(flushTimer);
       clearTimeout(retryTimer);
       flushTimer = retryTimer = null;
@@ -577,7 +634,7 @@ const nudge = (function (root) {
 
     optIn() {
       if (!store) throw new Error('nudge.optIn: call nudge.init() first');
-      store.set('optout', '0', true);
+      persist('optout', '0', true);
     },
 
     isOptedOut() {
