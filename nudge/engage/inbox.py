@@ -75,7 +75,9 @@ class Inbox:
                    created_at=now, expires_at=None if not ttl_s else now + ttl_s)
         try:
             with self.engine.begin() as conn:
-                seq = conn.execute(t.insert().values(**row)).inserted_primary_key[0]
+                inserted = conn.execute(t.insert().values(**row)).inserted_primary_key
+            assert inserted is not None
+            seq = inserted[0]
             created = True
         except IntegrityError:
             with self.engine.connect() as conn:

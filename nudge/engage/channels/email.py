@@ -134,20 +134,20 @@ class EmailChannel(Channel):
         cfg.choice("provider", "smtp", ("smtp",))
         security = cfg.choice("security", "starttls", ("starttls", "tls", "none"))
         default_port = {"starttls": 587, "tls": 465, "none": 25}[security]
-        username = cfg.str("username", required=False, max_len=500)
-        password = cfg.str("password", required=False, max_len=500)
+        username = cfg.text("username", required=False, max_len=500)
+        password = cfg.text("password", required=False, max_len=500)
         if bool(username) != bool(password):
             raise ValidationError("config.username and config.password go together",
                                   field="config.password" if username else "config.username")
-        reply_to = cfg.str("reply_to", required=False, max_len=500)
+        reply_to = cfg.text("reply_to", required=False, max_len=500)
         return cls(
-            host=cfg.req("host", 255), port=cfg.int("port", default_port, 1, 65535),
+            host=cfg.req("host", 255), port=cfg.integer("port", default_port, 1, 65535),
             security=security, username=username, password=password,
             sender=_address(cfg.req("from", 500), "config.from"),
             reply_to=_address(reply_to, "config.reply_to") if reply_to else None,
             timeout=cfg.timeout(), tls_context=cfg.tls_context(),
-            validate_certs=cfg.bool("validate_certs", True),
-            helo=cfg.str("helo", required=False, max_len=255))
+            validate_certs=cfg.flag("validate_certs", True),
+            helo=cfg.text("helo", required=False, max_len=255))
 
     # -- building the email --------------------------------------------------------------
     def compose(self, message: Message) -> EmailMessage:
@@ -265,10 +265,10 @@ class EmailChannel(Channel):
             return SendResult("retry", error=f"SMTP authentication failed ({exc.code})")
         if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
             first = exc.recipients[0] if exc.recipients else None
-            code = first.code if first is not None else 550
-            why = f"recipient refused {code}: {short(first.message if first else '')}"
-            return SendResult("unreachable" if code >= 500 else "retry", error=why,
-                              status_code=code)
+            rcpt_code = first.code if first is not None else 550
+            why = f"recipient refused {rcpt_code}: {short(first.message if first else '')}"
+            return SendResult("unreachable" if rcpt_code >= 500 else "retry", error=why,
+                              status_code=rcpt_code)
         code = getattr(exc, "code", None)
         why = f"SMTP {code}: {short(getattr(exc, 'message', exc))}"
         if isinstance(code, int) and 500 <= code < 600:

@@ -43,14 +43,15 @@ from .provider import (
 )
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
-GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
 _FIELDS = {"provider", "service_account", "base_url", "token_uri", "timeout_s", "ca_pem"}
 _UNREACHABLE = {"UNREGISTERED", "SENDER_ID_MISMATCH"}
 
 
 def fcm_error_code(body: dict[str, Any]) -> str | None:
     """``errorCode`` of the ``google.firebase.fcm.v1.FcmError`` detail, else the status."""
-    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+    raw = body.get("error")
+    err: dict[str, Any] = raw if isinstance(raw, dict) else {}
     for detail in err.get("details") or []:
         if isinstance(detail, dict) and detail.get("errorCode"):
             return str(detail["errorCode"])
@@ -87,10 +88,10 @@ class FcmChannel(Channel):
         if not isinstance(sa, dict):
             raise ValidationError("config.service_account must be the service-account JSON",
                                   field="config.service_account")
-        for key in ("project_id", "client_email", "private_key"):
-            if not isinstance(sa.get(key), str) or not sa[key]:
-                raise ValidationError(f"config.service_account.{key} is required",
-                                      field=f"config.service_account.{key}")
+        for name in ("project_id", "client_email", "private_key"):
+            if not isinstance(sa.get(name), str) or not sa[name]:
+                raise ValidationError(f"config.service_account.{name} is required",
+                                      field=f"config.service_account.{name}")
         try:
             from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
             from cryptography.hazmat.primitives.serialization import load_pem_private_key

@@ -43,7 +43,7 @@ class InAppChannel(Channel):
     def from_config(cls, config: dict[str, Any]) -> InAppChannel:
         cfg = ProviderConfig(config, _FIELDS)
         cfg.choice("provider", "inbox", ("inbox",))
-        secret = cfg.str("identity_secret", required=False, max_len=500)
+        secret = cfg.text("identity_secret", required=False, max_len=500)
         if secret is not None and len(secret) < 16:
             raise ValidationError("config.identity_secret must be at least 16 characters",
                                   field="config.identity_secret")

@@ -30,7 +30,7 @@ class ProviderConfig:
     Example::
 
         cfg = ProviderConfig(config, allowed={"base_url", "token"})
-        token = cfg.str("token")
+        token = cfg.text("token")
         base = cfg.url("base_url", "https://api.example.com")
     """
 
@@ -49,7 +49,7 @@ class ProviderConfig:
     def _err(self, name: str, why: str) -> ValidationError:
         return ValidationError(f"config.{name} {why}", field=f"config.{name}")
 
-    def str(self, name: str, default: str | None = None, *, required: bool = True,
+    def text(self, name: str, default: str | None = None, *, required: bool = True,
             max_len: int = 20_000) -> str | None:
         v = self.raw.get(name)
         if v is None or v == "":
@@ -61,12 +61,12 @@ class ProviderConfig:
         return v
 
     def req(self, name: str, max_len: int = 20_000) -> str:
-        v = self.str(name, max_len=max_len)
+        v = self.text(name, max_len=max_len)
         assert v is not None
         return v
 
     def url(self, name: str, default: str | None = None, *, required: bool = True) -> str | None:
-        v = self.str(name, default, required=required, max_len=2000)
+        v = self.text(name, default, required=required, max_len=2000)
         if v is None:
             return None
         parts = urlsplit(v)
@@ -80,13 +80,13 @@ class ProviderConfig:
             raise self._err(name, f"must be a number between {lo} and {hi}")
         return float(v)
 
-    def int(self, name: str, default: int, lo: int, hi: int) -> int:
+    def integer(self, name: str, default: int, lo: int, hi: int) -> int:
         v = self.raw.get(name, default)
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise self._err(name, f"must be an integer between {lo} and {hi}")
         return v
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         v = self.raw.get(name, default)
         if not isinstance(v, bool):
             raise self._err(name, "must be true or false")
@@ -110,7 +110,7 @@ class ProviderConfig:
     def tls_context(self) -> ssl.SSLContext | bool:
         """``ca_pem`` (a PEM bundle to trust instead of the system store, e.g. a private
         relay's CA) or the system store."""
-        pem = self.str("ca_pem", required=False, max_len=200_000)
+        pem = self.text("ca_pem", required=False, max_len=200_000)
         if pem is None:
             return True
         try:

@@ -62,8 +62,8 @@ class SmsChannel(Channel):
         if not sid.isalnum():
             raise ValidationError("config.account_sid must be alphanumeric",
                                   field="config.account_sid")
-        sender = cfg.str("from", required=False, max_len=64)
-        service = cfg.str("messaging_service_sid", required=False, max_len=64)
+        sender = cfg.text("from", required=False, max_len=64)
+        service = cfg.text("messaging_service_sid", required=False, max_len=64)
         if not sender and not service:
             raise ValidationError("config.from or config.messaging_service_sid is required",
                                   field="config.from")

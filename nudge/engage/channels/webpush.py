@@ -79,8 +79,8 @@ class WebPushChannel(Channel):
             raise ValidationError("config.subscriber must be a mailto: or https: URI",
                                   field="config.subscriber")
         return cls(vapid=vapid, subscriber=subscriber,
-                   ttl=cfg.int("ttl_s", 86400, 0, 28 * 86400), timeout=cfg.timeout(),
-                   verify=cfg.tls_context(), allow_http=cfg.bool("allow_http", False))
+                   ttl=cfg.integer("ttl_s", 86400, 0, 28 * 86400), timeout=cfg.timeout(),
+                   verify=cfg.tls_context(), allow_http=cfg.flag("allow_http", False))
 
     def public_key(self) -> str:
         """The VAPID public key, base64url (uncompressed point): the browser's

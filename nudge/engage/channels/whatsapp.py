@@ -61,7 +61,7 @@ class WhatsAppChannel(Channel):
         if not phone_id.isdigit():
             raise ValidationError("config.phone_number_id must be digits",
                                   field="config.phone_number_id")
-        version = str(cfg.str("api_version", "v21.0"))
+        version = str(cfg.text("api_version", "v21.0"))
         if not _VERSION.match(version):
             raise ValidationError("config.api_version must look like v21.0",
                                   field="config.api_version")
@@ -107,7 +107,8 @@ class WhatsAppChannel(Channel):
             msgs = body.get("messages") or [{}]
             return SendResult("sent", provider_id=msgs[0].get("id"),
                               status_code=resp.status_code)
-        err = body.get("error") if isinstance(body.get("error"), dict) else {}
+        raw_err = body.get("error")
+        err: dict[str, Any] = raw_err if isinstance(raw_err, dict) else {}
         code = err.get("code")
         why = f"WhatsApp {resp.status_code} {code or ''} {short(err.get('message', ''), 120)}"
         why = why.strip()
