@@ -369,8 +369,8 @@ class Reference:
 
     # -- RFM (default settings: Charged / Amount / 365 days) and intent scores -----------
     def _rfm(self) -> dict[str, tuple[int, int, int, str]]:
-        """Every buyer's (R, F, M, segment): quintile cut points by numpy's linear
-        interpolation, score = 1 + the number of cut points the value is above."""
+        """Every buyer's (R, F, M, segment): quintile cut points by numpy's inverted-CDF
+        quantiles, score = 1 + the number of cut points the value is above."""
         import numpy as np
 
         if getattr(self, "_rfm_cache", None) is None:
@@ -384,8 +384,8 @@ class Reference:
                     rows[k] = (max(e.ts for e in evs), len(evs), float(money))
             out = {}
             if rows:
-                cuts = [np.quantile([r[i] for r in rows.values()], [0.2, 0.4, 0.6, 0.8])
-                        for i in range(3)]
+                cuts = [np.quantile([r[i] for r in rows.values()], [0.2, 0.4, 0.6, 0.8],
+                                    method="inverted_cdf") for i in range(3)]
                 for k, r in rows.items():
                     r_, f_, m_ = (1 + int(sum(r[i] > c for c in cuts[i])) for i in range(3))
                     out[k] = (r_, f_, m_, RFM_GRID[(r_, f_)])

@@ -4,12 +4,17 @@ For each person with at least one purchase event (``Charged`` by default) in the
 (365 days by default) before ``now``:
 
 - recency = days since their last purchase, frequency = number of purchases,
-  monetary = sum of the monetary property (``Amount``; events without it count 0);
-- each gets a 1-5 score against the quintile cut points (``quantile_cont`` at 0.2, 0.4, 0.6,
-  0.8, linear interpolation as numpy/pandas) of all buyers: score = 1 + the number of cut
-  points the value is above (for R, the time of the last purchase is compared, so more
-  recent = higher). Equal values always get the same score; a value equal to a cut point
-  falls in the lower quintile, like ``pd.cut(x, [-inf, *cuts, inf])``;
+  monetary = sum of the monetary property (``Amount``; events without it count 0), rounded
+  to 6 decimals so that equal totals tie whatever order they were summed in;
+- each gets a 1-5 score against the quintile cut points of all buyers: the classic
+  (inverted-CDF) quantiles at 0.2, 0.4, 0.6, 0.8 — the smallest value with at least that
+  share of buyers at or below it, always a value that occurs (DuckDB ``quantile_disc``,
+  numpy ``method="inverted_cdf"``). Score = 1 + the number of cut points the value is above
+  (for R the time of the last purchase is compared, so more recent = higher). Equal values
+  always get the same score; a value equal to a cut point falls in the lower quintile, like
+  ``pd.cut(x, [-inf, *cuts, inf])``. (Interpolated quantiles were tried first: DuckDB's and
+  numpy's interpolation round differently, which moved values equal to a cut point across
+  it; cut points that are data values have no such ambiguity.)
 - the (R, F) cell names the segment (``names.RFM_SEGMENTS``).
 
 People without a purchase in the lookback are not scored and are reported on their own
@@ -114,16 +119,18 @@ def rfm_sql(catalog: PropertyCatalog, settings: RfmSettings, now: float,
     """A query of every buyer's ``user_id, last_ts, recency_days, frequency, monetary, r, f,
     m, segment`` as of ``now``. Column names come from the catalog, values are parameters."""
     col = catalog.get("event", settings.property)
-    money = f"coalesce(sum(e.{col.column}), 0)" if col is not None and col.type == "number" \
-        else "0.0"
+    # Rounded to 6 decimals: a float sum depends on the order of its terms, and equal totals
+    # must tie exactly against the cut points, whatever order the scan delivered them in.
+    money = f"round(coalesce(sum(e.{col.column}), 0), 6)" \
+        if col is not None and col.type == "number" else "0.0"
     qs = "[" + ", ".join(map(str, QUANTILES)) + "]"
     sql = (
         "WITH buyers AS MATERIALIZED ("
         f"SELECT e.user_id, max(e.ts) AS last_ts, count(*) AS frequency, "
         f"{money}::DOUBLE AS monetary FROM {events} e "
         "WHERE e.event = ? AND e.ts >= ? AND e.ts <= ? GROUP BY e.user_id), "
-        f"cuts AS (SELECT quantile_cont(epoch(last_ts), {qs}) AS qr, "
-        f"quantile_cont(frequency, {qs}) AS qf, quantile_cont(monetary, {qs}) AS qm "
+        f"cuts AS (SELECT quantile_disc(epoch(last_ts), {qs}) AS qr, "
+        f"quantile_disc(frequency, {qs}) AS qf, quantile_disc(monetary, {qs}) AS qm "
         "FROM buyers), "
         "scored AS (SELECT b.user_id, b.last_ts, "
         "(epoch(?::TIMESTAMP) - epoch(b.last_ts)) / 86400.0 AS recency_days, "
@@ -142,8 +149,8 @@ def cut_points(store: AccountStore, settings: RfmSettings, now: float) -> dict[s
     qs = "[" + ", ".join(map(str, QUANTILES)) + "]"
     with store.cursor() as cur:
         row = cur.execute(
-            f"SELECT quantile_cont(epoch(last_ts), {qs}), quantile_cont(frequency, {qs}), "
-            f"quantile_cont(monetary, {qs}) FROM ({sql})", params).fetchone()
+            f"SELECT quantile_disc(epoch(last_ts), {qs}), quantile_disc(frequency, {qs}), "
+            f"quantile_disc(monetary, {qs}) FROM ({sql})", params).fetchone()
     if row is None or row[0] is None:
         return {"r": None, "f": None, "m": None}
     return {"r": [_iso(x) for x in row[0]], "f": row[1], "m": row[2]}
