@@ -10,6 +10,7 @@ import typer
 
 from nudge.config import Settings, load_settings
 from nudge.privacy import cli as privacy_cli
+from nudge.predict import cli as predict_cli
 from nudge.tenancy import cli as auth_cli
 
 app = typer.Typer(help="Nudge: customer lifecycle platform.", no_args_is_help=True,
@@ -18,6 +19,7 @@ accounts_app = typer.Typer(help="Accounts (tenants) and their keys.", no_args_is
 app.add_typer(accounts_app, name="accounts")
 privacy_cli.install(app)  # keys rotate-master, gdpr ..., backup, restore
 auth_cli.install(app)  # users create|list|reset-mfa|reset-password, api-keys ...
+predict_cli.install(app)  # issue 8: predict goals|create-goal|train|rfm
 
 DataDir = Annotated[Path | None, typer.Option(help="Data directory [env NUDGE_DATA_DIR].")]
 

@@ -73,6 +73,10 @@ class Settings:
     engage_lease_s: int = 120
     engage_expand_batch: int = 5_000
     public_url: str = "http://127.0.0.1:8080"
+    # Predict (docs/predict.md): OpenMP threads per model fit, and how often the in-process
+    # scheduler looks for goals due for retraining (0: no scheduler in this process).
+    predict_threads: int = 1
+    predict_schedule_s: int = 60
 
     @property
     def control_database_url(self) -> str:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from nudge import __version__
 from nudge.config import Settings
 from nudge.privacy.admin import AdminSocket, Instance
+from nudge.predict.schedule import RetrainSchedule
 from nudge.privacy.keys import Keyring, load_master_key
 from nudge.store import control
 from nudge.store.registry import StoreRegistry
@@ -26,6 +27,7 @@ from .routes import analytics, analytics_paths, ingest, ops, profiles, sdk, segm
 from .routes import channels, inbox
 from .routes import auth as auth_routes
 from .routes import campaigns, tracking  # issue 5: campaigns, delivery, tracking
+from .routes import predict as predict_routes  # issue 8: RFM, goals, training, scores
 from .authz import Auth
 from .security import SecurityHeaders
 
@@ -45,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         # nudge backup / nudge gdpr from the CLI run in here (nudge/privacy/admin.py).
         admin = AdminSocket(Instance(settings, nudge.accounts, nudge.stores, keyring)).start()
         engage = await start_engage(app, nudge)  # issue 5: delivery workers, scheduler, bus
+        retrain = RetrainSchedule(nudge).start()  # issue 8: goals' retraining timer
         nudge.ready = True
         log.info("nudge ready", extra={"accounts": len(nudge.accounts.list())})
         try:
@@ -52,6 +55,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             nudge.ready = False
             await engage.stop()
+            retrain.stop()
             admin.close()
             # Uvicorn has stopped taking requests and finished in-flight ones; close the
             # stores, which drains queued commits first.
@@ -72,5 +76,6 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (campaigns, tracking):  # issue 5: campaigns, delivery, tracking links
         app.include_router(module.router)
     app.include_router(auth_routes.router)  # issue 6: sign-in, users, API keys, audit
+    app.include_router(predict_routes.router)  # issue 8: predictive segments
     app.add_middleware(SecurityHeaders, tls=settings.tls)
     return app
