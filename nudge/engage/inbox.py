@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from nudge.store.control import inbox_messages as t
 
 DEFAULT_TTL_S = 30 * 86400
 POLL_S = 0.5
+PURGE_EVERY_S = 3600.0  # expired rows are deleted by the first add after this long
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Inbox:
         self._lock = threading.Lock()
         self._watchers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
         self._seen = -1
+        self._purged_at = time.monotonic()
 
     def _live(self, account_id: str, user_id: int, now: float) -> Any:
         return sa.and_(t.c.account_id == account_id, t.c.user_id == user_id,
@@ -86,6 +89,9 @@ class Inbox:
             created = False
         if created:
             self.notify(account_id, user_id)
+        if time.monotonic() - self._purged_at > PURGE_EVERY_S:
+            self._purged_at = time.monotonic()
+            self.purge_expired()
         return int(seq), created
 
     def page(self, account_id: str, user_id: int | None, *, limit: int = 20,

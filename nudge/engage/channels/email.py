@@ -5,7 +5,8 @@ Configuration (``PUT /1/channels/email``)::
     {"provider": "smtp", "host": "smtp.example.com", "port": 587,
      "security": "starttls" | "tls" | "none", "username": "...", "password": "...",
      "from": "Shop <news@shop.example>", "reply_to": "help@shop.example",
-     "timeout_s": 10, "ca_pem": "<PEM to trust instead of the system store>"}
+     "timeout_s": 10, "ca_pem": "<PEM to trust instead of the system store>",
+     "connections": 2}
 
 Message content: ``subject``, ``html`` and/or ``text`` (a text part is derived from the HTML
 when absent), or ``mjml`` (MJML source, rendered with :func:`render_mjml`), optional
@@ -13,8 +14,9 @@ when absent), or ``mjml`` (MJML source, rendered with :func:`render_mjml`), opti
 ``unsubscribe_mailto``. The Message-ID is derived from the idempotency key, so a retried
 message keeps its id and receivers can drop the duplicate.
 
-SMTP replies map to outcomes: 5xx to ``RCPT`` → unreachable (no such mailbox), other 5xx →
-rejected, 4xx, timeouts and dropped connections → retry.
+Sessions are kept open and shared by concurrent sends through a small pool
+(``connections``, default 2). SMTP replies map to outcomes: 5xx to ``RCPT`` → unreachable
+(no such mailbox), other 5xx → rejected, 4xx, timeouts and dropped connections → retry.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .base import Channel, Message, SendResult
 from .provider import ProviderConfig, short
 
 _FIELDS = {"provider", "host", "port", "security", "username", "password", "from",
-           "reply_to", "timeout_s", "ca_pem", "validate_certs", "helo"}
+           "reply_to", "timeout_s", "ca_pem", "validate_certs", "helo", "connections"}
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
 # Headers the channel owns; a template may not override them.
 _RESERVED = {"from", "to", "subject", "message-id", "date", "list-unsubscribe",
@@ -111,13 +113,20 @@ def _address(value: Any, field: str) -> str:
     return value
 
 
+class _Session:
+    """One SMTP connection slot of the pool (connected lazily, reconnected when closed)."""
+
+    smtp: aiosmtplib.SMTP | None = None
+
+
 class EmailChannel(Channel):
     name: ClassVar[str] = "email"
     secret_fields: ClassVar[tuple[str, ...]] = ("password",)
 
     def __init__(self, *, host: str, port: int, security: str, username: str | None,
                  password: str | None, sender: str, reply_to: str | None, timeout: float,
-                 tls_context: Any, validate_certs: bool, helo: str | None) -> None:
+                 tls_context: Any, validate_certs: bool, helo: str | None,
+                 connections: int = 2) -> None:
         self.host, self.port, self.security = host, port, security
         self.username, self.password = username, password
         self.sender, self.reply_to = sender, reply_to
@@ -125,8 +134,12 @@ class EmailChannel(Channel):
         self.tls_context = tls_context if not isinstance(tls_context, bool) else None
         self.validate_certs = validate_certs
         self.helo = helo
-        self._smtp: aiosmtplib.SMTP | None = None
-        self._lock = asyncio.Lock()
+        # A small pool: an SMTP session carries one transaction at a time, so concurrent
+        # sends take turns on ``connections`` kept-open sessions.
+        self._sessions = [_Session() for _ in range(connections)]
+        self._idle: asyncio.Queue[_Session] = asyncio.Queue()
+        for session in self._sessions:
+            self._idle.put_nowait(session)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> EmailChannel:
@@ -147,7 +160,8 @@ class EmailChannel(Channel):
             reply_to=_address(reply_to, "config.reply_to") if reply_to else None,
             timeout=cfg.timeout(), tls_context=cfg.tls_context(),
             validate_certs=cfg.flag("validate_certs", True),
-            helo=cfg.text("helo", required=False, max_len=255))
+            helo=cfg.text("helo", required=False, max_len=255),
+            connections=cfg.integer("connections", 2, 1, 50))
 
     # -- building the email --------------------------------------------------------------
     def compose(self, message: Message) -> EmailMessage:
@@ -226,34 +240,37 @@ class EmailChannel(Channel):
             kw["username"], kw["password"] = self.username, self.password
         return aiosmtplib.SMTP(**kw)
 
-    async def _session(self) -> aiosmtplib.SMTP:
-        if self._smtp is None or not self._smtp.is_connected:
-            self._smtp = self._client()
-            await self._smtp.connect()
-        return self._smtp
+    async def _connected(self, session: _Session) -> aiosmtplib.SMTP:
+        if session.smtp is None or not session.smtp.is_connected:
+            session.smtp = self._client()
+            await session.smtp.connect()
+        return session.smtp
 
     async def send(self, message: Message) -> SendResult:
         try:
             msg = self.compose(message)
         except ValidationError as exc:
             return SendResult("rejected", error=exc.message)
-        async with self._lock:  # one SMTP session, one transaction at a time
+        session = await self._idle.get()
+        try:
             for attempt in (1, 2):
                 try:
-                    smtp = await self._session()
+                    smtp = await self._connected(session)
                     await smtp.send_message(msg)
                     return SendResult("sent", provider_id=str(msg["Message-ID"]))
                 except aiosmtplib.SMTPServerDisconnected:
-                    self._smtp = None  # an idle session the server closed: reconnect once
+                    session.smtp = None  # an idle session the server closed: reconnect once
                     if attempt == 2:
                         return SendResult("retry", error="SMTP server disconnected")
                 except aiosmtplib.SMTPException as exc:
-                    await self._drop()
+                    await self._drop(session)
                     return self._map(exc)
                 except OSError as exc:
-                    await self._drop()
+                    await self._drop(session)
                     return SendResult("retry", error=f"connection error: {type(exc).__name__}")
-        return SendResult("retry", error="SMTP send failed")  # pragma: no cover
+            return SendResult("retry", error="SMTP send failed")  # pragma: no cover
+        finally:
+            self._idle.put_nowait(session)
 
     @staticmethod
     def _map(exc: aiosmtplib.SMTPException) -> SendResult:
@@ -275,8 +292,9 @@ class EmailChannel(Channel):
             return SendResult("rejected", error=why, status_code=code)
         return SendResult("retry", error=why, status_code=code if isinstance(code, int) else None)
 
-    async def _drop(self) -> None:
-        smtp, self._smtp = self._smtp, None
+    @staticmethod
+    async def _drop(session: _Session) -> None:
+        smtp, session.smtp = session.smtp, None
         if smtp is not None and smtp.is_connected:
             try:
                 await smtp.quit()
@@ -284,6 +302,6 @@ class EmailChannel(Channel):
                 smtp.close()
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._drop()
+        for session in self._sessions:
+            await self._drop(session)
 

@@ -164,3 +164,19 @@ def test_html_to_text() -> None:
     assert html_to_text("<style>p{}</style><h1>Title</h1><p>A &amp; B</p>") == "Title\n\nA & B"
 
 
+
+
+def test_concurrent_sends_share_a_pool_of_sessions(smtp: SmtpServer) -> None:
+    async def go():
+        ch = EmailChannel.from_config({**smtp.channel_config(), "connections": 3})
+        try:
+            msgs = [message("email", f"user{i}@example.org", CONTENT) for i in range(12)]
+            return await asyncio.gather(*(ch.send(m) for m in msgs))
+        finally:
+            await ch.close()
+    results = asyncio.run(go())
+    assert [r.outcome for r in results] == ["sent"] * 12
+    assert sorted(rcpt[0] for _, rcpt in smtp.envelopes) == sorted(
+        f"user{i}@example.org" for i in range(12))
+    # at most 3 sessions were opened (each authenticates once), however many sends
+    assert 1 <= len(smtp.auth_attempts) <= 3
