@@ -343,6 +343,30 @@
       },
     };
 
+    // Signing out (reset) or another user signing in ends this user's stream and hides
+    // their message; the new user's page starts it again with their own userHash.
+    function endSession() {
+      subscribers.message.clear();
+      subscribers.ready.clear();
+      disconnect();
+      userHash = null;
+      waiting.length = 0;
+      doc.querySelectorAll('.nudge-msg, .nudge-overlay').forEach((e) => e.remove());
+      showing = null;
+    }
+    const reset = nudge.reset;
+    const identify = nudge.identify;
+    nudge.reset = function () {
+      endSession();
+      return reset.apply(nudge, arguments);
+    };
+    nudge.identify = function (id) {
+      const before = nudge.userId();
+      const result = identify.apply(nudge, arguments);
+      if (before && nudge.userId() !== before) endSession();
+      return result;
+    };
+
     // ------------------------------------------------------------ web push
 
     nudge.push = {

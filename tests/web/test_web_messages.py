@@ -142,6 +142,11 @@ def test_inbox_widget_lists_messages_live_and_marks_them_read(
     assert by_name["Message Dismissed"]["campaign_id"] == cid
     assert by_name["Message Clicked"]["channel"] == "inapp"
 
+    # Signing out ends the user's inbox access on this page.
+    after = page.evaluate("() => { nudge.reset(); return nudge.inbox.list().then("
+                          "() => 'listed', e => e.message); }")
+    assert "identified user" in after
+
 
 def test_inapp_campaign_triggered_by_an_event_appears_and_its_click_is_recorded(
         server: NudgeServer, inbox_secret: str, site: StaticSite, page: Page) -> None:
