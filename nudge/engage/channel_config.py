@@ -38,7 +38,7 @@ from nudge.clock import clock
 from nudge.engage.channels.base import Channel
 from nudge.engage.channels.inapp import InAppChannel
 from nudge.engage.channels.registry import PROVIDERS, PushRouter, channel_class
-from nudge.engage.channels.webpush import WebPushChannel
+from nudge.engage.channels.webpush import vapid_public_key
 from nudge.engage.inbox import Inbox
 from nudge.errors import NotFound, ValidationError
 from nudge.privacy.keys import Keyring
@@ -154,7 +154,7 @@ class ChannelDirectory:
             "updated_at": updated_at,
         }
         if channel == "webpush":
-            view["vapid_public_key"] = WebPushChannel.from_config(config).public_key()
+            view["vapid_public_key"] = vapid_public_key(config["vapid_private_key"])
         return view
 
     def delete(self, account_id: str, channel: str, provider: str | None = None) -> int:

@@ -51,6 +51,26 @@ def parse_subscription(to: str) -> dict[str, Any]:
     return sub
 
 
+def _load_vapid(raw: str) -> Vapid:
+    raw = raw.strip()
+    try:
+        return Vapid.from_pem(raw.encode()) if raw.startswith("-----") else Vapid.from_string(raw)
+    except Exception:  # noqa: BLE001 - py_vapid raises assorted errors for bad keys
+        raise ValidationError("config.vapid_private_key is not a P-256 private key",
+                              field="config.vapid_private_key") from None
+
+
+def _public_key(vapid: Vapid) -> str:
+    raw = vapid.public_key.public_bytes(serialization.Encoding.X962,
+                                        serialization.PublicFormat.UncompressedPoint)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def vapid_public_key(vapid_private_key: str) -> str:
+    """The base64url public key (``applicationServerKey``) of a configured private key."""
+    return _public_key(_load_vapid(vapid_private_key))
+
+
 class WebPushChannel(Channel):
     name: ClassVar[str] = "webpush"
     secret_fields: ClassVar[tuple[str, ...]] = ("vapid_private_key",)
@@ -67,13 +87,7 @@ class WebPushChannel(Channel):
     def from_config(cls, config: dict[str, Any]) -> WebPushChannel:
         cfg = ProviderConfig(config, _FIELDS)
         cfg.choice("provider", "vapid", ("vapid",))
-        raw = cfg.req("vapid_private_key").strip()
-        try:
-            vapid = (Vapid.from_pem(raw.encode()) if raw.startswith("-----")
-                     else Vapid.from_string(raw))
-        except Exception:  # noqa: BLE001 - py_vapid raises assorted errors for bad keys
-            raise ValidationError("config.vapid_private_key is not a P-256 private key",
-                                  field="config.vapid_private_key") from None
+        vapid = _load_vapid(cfg.req("vapid_private_key"))
         subscriber = cfg.req("subscriber", 500)
         if not subscriber.startswith(("mailto:", "https://")):
             raise ValidationError("config.subscriber must be a mailto: or https: URI",
@@ -85,9 +99,7 @@ class WebPushChannel(Channel):
     def public_key(self) -> str:
         """The VAPID public key, base64url (uncompressed point): the browser's
         ``applicationServerKey``."""
-        raw = self._vapid.public_key.public_bytes(serialization.Encoding.X962,
-                                                  serialization.PublicFormat.UncompressedPoint)
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        return _public_key(self._vapid)
 
     def payload(self, message: Message) -> bytes:
         c = message.content
