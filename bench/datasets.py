@@ -482,7 +482,9 @@ def open_store(directory: Path, layout: str = "merged", **settings: object) -> A
     elif layout == "runs":
         path = runs_store(directory)
     else:
-        path = store_merged(directory)
+        path = directory / f"nudge-store-merged-{load_settings({}).compact_threshold_rows}.duckdb"
+        if not path.exists():
+            path = store_merged(directory)
     settings.setdefault("merge_fanout", 0)
     return AccountStore("bench", path, load_settings({}, **settings))
 

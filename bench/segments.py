@@ -307,6 +307,60 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def compare_layouts(args: argparse.Namespace) -> dict[str, Any]:
+    """Nudge alone on several layouts of the same events, rounds interleaved: what merging
+    the compaction runs buys (``--compare-layouts runs,store-merged,merged``)."""
+    layouts = args.compare_layouts.split(",")
+    header(f"Segments by layout: {args.events:,} events, {args.users:,} users")
+    directory = Path(args.dir or Path(tempfile.gettempdir()) /
+                     f"nudge-bench-segments-{args.users}-{args.events}")
+    info = datasets.build(directory, args.users, args.events, seed=args.seed)
+    now = info.now
+    if "store-merged" in layouts:
+        datasets.store_merged(directory)  # built (and timed) before any store is open
+    stores = {name: datasets.open_store(directory, name) for name in layouts}
+    engines = {name: SegmentEngine(store) for name, store in stores.items()}
+    for name, store in stores.items():
+        sizes = [f"{r.rows:,}" for r in store.sorted_runs.runs]
+        print(f"# {name}: {LAYOUTS[name]}; {len(sizes)} recorded run(s) "
+              f"({', '.join(sizes[:6])}{', ...' if len(sizes) > 6 else ''})")
+    nodes = {k: parse(v, now) for k, v in definitions().items() if k in args.segments}
+    counts = {k: {n: e.count(nodes[k], now=now) for n, e in engines.items()} for k in nodes}
+    cpu: dict[str, dict[str, list[float]]] = {k: {n: [] for n in layouts} for k in nodes}
+    wall: dict[str, dict[str, list[float]]] = {k: {n: [] for n in layouts} for k in nodes}
+    for r in range(args.reps):
+        for k in nodes:
+            for name in layouts[r % len(layouts):] + layouts[:r % len(layouts)]:
+                t, c = time.perf_counter(), time.process_time()
+                engines[name].count(nodes[k], now=now)
+                cpu[k][name].append(time.process_time() - c)
+                wall[k][name].append(time.perf_counter() - t)
+    rows = []
+    for k in nodes:
+        row: list[Any] = [f"({k}) {DESCRIPTIONS[k]}"]
+        for name in layouts:
+            row += [median(wall[k][name]) * 1000, median(cpu[k][name]) * 1000]
+        row.append("yes" if len(set(counts[k].values())) == 1 else "NO " + json.dumps(counts[k]))
+        rows.append(row)
+    heads = ["segment"] + [f"{n} {w}" for n in layouts for w in ("ms", "CPU ms")] + ["same"]
+    print(f"\n# medians of {args.reps} interleaved rounds; load {loadavg()}")
+    print(table(heads, rows))
+    contains = {}
+    if "a" in nodes:
+        contains = {n: membership(e, nodes["a"], now, args.reps) for n, e in engines.items()}
+        print("# contains(a) members / non-members ms: " + "; ".join(
+            f"{n} {c['member_ms']:.2f} / {c['non_member_ms']:.2f}" for n, c in contains.items()))
+    for store in stores.values():
+        store.close()
+    result = {"layouts": layouts, "counts": counts, "contains": contains,
+              "median_ms": {k: {n: median(v) * 1000 for n, v in wall[k].items()} for k in nodes},
+              "median_cpu_ms": {k: {n: median(v) * 1000 for n, v in cpu[k].items()}
+                                for k in nodes}}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
 def membership(engine: SegmentEngine, node: Node, now: float, reps: int) -> dict[str, Any]:
     """Time ``contains`` for members and non-members of ``node``."""
     members = sorted(engine.user_ids(node, now=now))
@@ -342,9 +396,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--dir", help="data directory (kept; reused when it matches)")
     p.add_argument("--keep", action="store_true", help="keep the temp data directory")
     p.add_argument("--no-chdb", action="store_true")
+    p.add_argument("--compare-layouts", metavar="L1,L2,...",
+                   help="instead: Nudge alone on these layouts (of " + ", ".join(LAYOUTS)
+                        + "), interleaved")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     os.environ.setdefault("NUDGE_LOG_LEVEL", "warning")
+    if args.compare_layouts:
+        unknown = set(args.compare_layouts.split(",")) - set(LAYOUTS)
+        if unknown:
+            p.error(f"unknown layout(s): {', '.join(sorted(unknown))}")
+        return compare_layouts(args)
     return run(args)
 
 
