@@ -593,8 +593,10 @@ const nudge = (function (root) {
 
     /** A page view: `page()`, `page('Pricing')` or `page('Docs', 'Install', {plan: 'pro'})`. */
     page(category, name, properties) {
+      // Segment's argument rules: page(properties), page(name, properties?),
+      // page(category, name, properties?).
       if (isObject(category)) [category, name, properties] = [undefined, undefined, category];
-      else if (isObject(name)) [category, name, properties] = [undefined, category, name];
+      else if (name === undefined || isObject(name)) [category, name, properties] = [undefined, category, name];
       const fields = { properties: Object.assign(pageInfo(), isObject(properties) ? properties : {}) };
       if (typeof name === 'string') fields.name = name;
       if (typeof category === 'string') fields.category = category;

@@ -468,3 +468,22 @@ def test_a_page_closed_during_an_outage_keeps_its_events_for_the_next_visit(
     timeline = wait_for(lambda: events(shared_server, objectId=anon), "the kept events")
     assert names(timeline) == ["Session Started", "During Outage"]
     assert attempts >= 1
+
+
+def test_page_takes_segment_style_arguments(
+        shared_server: NudgeServer, site: StaticSite, page: Page) -> None:
+    open_shop(page, site, shared_server, flushInterval=50, trackSessions=False)
+    page.evaluate("""async () => {
+        nudge.page('Pricing');
+        nudge.page('Docs', 'Install', {plan: 'pro'});
+        nudge.page({section: 'top'});
+        await nudge.flush();
+    }""")
+    anon = page.evaluate("nudge.anonymousId()")
+    timeline = wait_for(lambda: (e := events(shared_server, objectId=anon)) and len(e) >= 3
+                        and e, "the page views")
+    props = [e["evtData"] for e in timeline]
+    assert names(timeline) == ["Page Viewed"] * 3
+    assert props[0]["name"] == "Pricing" and "category" not in props[0]
+    assert (props[1]["category"], props[1]["name"], props[1]["plan"]) == ("Docs", "Install", "pro")
+    assert props[2]["section"] == "top" and props[2]["path"] == "/shop"
