@@ -39,6 +39,25 @@ _ENC = msgspec.json.Encoder()
 MiB = 2**20
 
 
+def account_key(path: Path) -> str:
+    """The DuckDB key of the account file at <data dir>/accounts/<id>/events.duckdb (account
+    files are encrypted: nudge/privacy/storage.py)."""
+    from nudge.config import load_settings
+    from nudge.privacy.keys import keyring_for
+
+    keyring = keyring_for(load_settings(data_dir=path.parents[2]))
+    try:
+        return keyring.duckdb_key(path.parent.name)
+    finally:
+        keyring.engine.dispose()
+
+
+def attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str) -> None:
+    from nudge.privacy import storage
+
+    storage.attach(con, path, account_key(path), alias, read_only=True)
+
+
 def load_store(srv: common.Server, users: int, events: int) -> dict[str, Any]:
     """Fill the account through the real ingest pipeline, compaction held back."""
     from nudge.bulk import ingest_chunks
@@ -83,7 +102,7 @@ def compact(srv: common.Server) -> None:
 def file_stats(path: Path) -> dict[str, int]:
     """Size on disk, and the bytes in used blocks (the rest are free blocks for reuse)."""
     con = duckdb.connect()
-    con.execute(f"ATTACH '{path}' AS s (READ_ONLY)")
+    attach(con, path, "s")
     row = con.execute("SELECT block_size, used_blocks, free_blocks FROM pragma_database_size() "
                       "WHERE database_name = 's'").fetchone()
     counts = con.execute("SELECT (SELECT count(*) FROM s.events_recent), "
@@ -97,7 +116,7 @@ def events_only(src: Path, tmp: Path, order: str, exclude: str | None) -> int:
     """Bytes of a fresh DuckDB file holding just the events, in ``order``."""
     dst = tmp / f"events-{len(list(tmp.iterdir()))}.duckdb"
     con = duckdb.connect(str(dst))
-    con.execute(f"ATTACH '{src}' AS s (READ_ONLY)")
+    attach(con, src, "s")
     cols = f"* EXCLUDE ({exclude})" if exclude else "*"
     con.execute(f"CREATE TABLE events AS SELECT {cols} FROM s.events ORDER BY {order}")
     con.execute("DETACH s")
@@ -112,7 +131,7 @@ def references(src: Path, tmp: Path) -> dict[str, int]:
     """Parquet (zstd) and ClickHouse MergeTree bytes of the same event rows, (event, ts) order."""
     parquet = tmp / "events.parquet"
     con = duckdb.connect()
-    con.execute(f"ATTACH '{src}' AS s (READ_ONLY)")
+    attach(con, src, "s")
     con.execute(f"COPY (SELECT * FROM s.events ORDER BY event, ts) TO '{parquet}' "
                 "(FORMAT PARQUET, COMPRESSION ZSTD)")
     con.close()
@@ -135,8 +154,12 @@ def references(src: Path, tmp: Path) -> dict[str, int]:
 
 _BARE_DUCKDB = r"""
 import json, sys, duckdb
-path, uids = sys.argv[1], json.loads(sys.argv[2])
-con = duckdb.connect(path, read_only=True)
+from pathlib import Path
+from nudge.privacy import storage
+path, uids, key = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+con = duckdb.connect()
+storage.attach(con, Path(path), key, "acct", read_only=True)
+con.execute("USE acct")
 for uid in uids:
     for sql in ("SELECT event, count(*) FROM events WHERE user_id = ? GROUP BY event",
                 "SELECT * FROM events WHERE user_id = ? ORDER BY ts DESC, seq DESC LIMIT 100",
@@ -160,7 +183,8 @@ def rss():
 from nudge.config import load_settings
 from nudge.store.account import AccountStore
 before = rss()
-store = AccountStore("m", Path(sys.argv[1]), load_settings(data_dir=Path(sys.argv[1]).parent))
+store = AccountStore("m", Path(sys.argv[1]), load_settings(data_dir=Path(sys.argv[1]).parent),
+                     sys.argv[2])
 after = rss()
 ids = store.dedup
 dedup = sys.getsizeof(ids) + sum(sys.getsizeof(x) for x in ids)
@@ -172,7 +196,8 @@ store.close()
 
 def store_memory(db: Path) -> dict[str, int]:
     """What opening the account store costs: RSS before/after, and the dedup set's size."""
-    out = subprocess.run([sys.executable, "-c", _STORE_MEMORY, str(db)], check=True,
+    out = subprocess.run([sys.executable, "-c", _STORE_MEMORY, str(db), account_key(db)],
+                         check=True,
                          capture_output=True, text=True, cwd=common.ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -181,12 +206,14 @@ def memory(srv: common.Server, users: list[str], http_events: int, db: Path,
            ) -> dict[str, Any]:
     """RSS of the server: idle, after reads, after more events over HTTP; bare DuckDB."""
     out: dict[str, Any] = {}
-    with duckdb.connect(str(db), read_only=True) as con:
+    with duckdb.connect() as con:
+        attach(con, db, "acct")
+        con.execute("USE acct")
         uids = [r[0] for r in con.execute(
             "SELECT user_id FROM identities WHERE kind = 'identity' AND value IN "
             "(SELECT unnest(?::VARCHAR[]))", [users]).fetchall()]
     out["bare_duckdb"] = int(subprocess.run(
-        [sys.executable, "-c", _BARE_DUCKDB, str(db), json.dumps(uids)],
+        [sys.executable, "-c", _BARE_DUCKDB, str(db), json.dumps(uids), account_key(db)],
         check=True, capture_output=True, text=True).stdout)
     srv.start()
     try:
