@@ -320,6 +320,7 @@ class Commit:
             else:
                 g.append(i)
         self._pending_event_props = set()
+        self._event_names = len(groups)
         parts = [self._event_group(event or "", idx, [recs[i].props for i in idx])
                  for event, idx in groups.items()]
         if len(parts) == 1:
@@ -409,12 +410,20 @@ class Commit:
             arrays[column] = column_array(values, types[column])
 
     def _write_event_catalog(self, cur: Any) -> None:
-        cur.execute("""
-            INSERT INTO event_catalog
-            SELECT event, count(*), min(ts), max(ts) FROM _new_events GROUP BY event
-            ON CONFLICT (event) DO UPDATE SET count = event_catalog.count + excluded.count,
-                first_seen = least(event_catalog.first_seen, excluded.first_seen),
-                last_seen = greatest(event_catalog.last_seen, excluded.last_seen)""")
+        # An UPDATE of the known names plus an INSERT only when a name is new: measured 3x
+        # cheaper than one INSERT ... ON CONFLICT DO UPDATE per commit (docs/benchmarks.md).
+        updated = cur.execute("""
+            UPDATE event_catalog SET count = event_catalog.count + a.n,
+                first_seen = least(event_catalog.first_seen, a.first),
+                last_seen = greatest(event_catalog.last_seen, a.last)
+            FROM (SELECT event, count(*) AS n, min(ts) AS first, max(ts) AS last
+                  FROM _new_events GROUP BY event) a
+            WHERE event_catalog.event = a.event""").fetchone()[0]
+        if updated < self._event_names:
+            cur.execute("""
+                INSERT INTO event_catalog
+                SELECT event, count(*), min(ts), max(ts) FROM _new_events
+                WHERE event NOT IN (SELECT event FROM event_catalog) GROUP BY event""")
         if self._pending_event_props:
             cur.executemany("INSERT INTO event_properties VALUES (?, ?, ?)",
                             sorted(self._pending_event_props))
