@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
+
 from nudge.store.account import AccountStore
+from nudge.store.catalog import from_column_value
 
 from .campaigns import CampaignSpec, Variant
-from .templates import UNSUBSCRIBE_PLACEHOLDER, Template
+from .templates import UNSUBSCRIBE_PLACEHOLDER, Template, template_key
 
 TOKEN_KINDS = ("fcm", "apns", "webpush")
 IDENTIFIER_KINDS = ("identity", "email", "phone", "object_id")
@@ -60,28 +63,76 @@ class Recipient:
                 "email": self.email, "phone": self.phone}
 
 
-def load_recipients(store: AccountStore, uids: list[int]) -> dict[int, Recipient]:
-    """Profiles, newest push tokens and one identifier per user, in three queries."""
+def profile_props(spec: CampaignSpec) -> set[str] | None:
+    """The profile properties the campaign's templates read (None: the whole profile)."""
+    key = id(spec)
+    hit = _PROPS.get(key)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    wanted: set[str] | None = set()
+    for v in spec.variants:
+        for fields in v.content.values():
+            for t in fields.values():
+                for tt in (t if isinstance(t, list) else [t]):
+                    for path in getattr(tt, "paths", ()):
+                        if path[0] != "profile":
+                            continue
+                        if len(path) < 2 or not isinstance(path[1], str) or wanted is None:
+                            wanted = None
+                        else:
+                            wanted.add(path[1])
+    if len(_PROPS) > 1000:
+        _PROPS.clear()
+    _PROPS[key] = (spec, wanted)
+    return wanted
+
+
+_PROPS: dict[int, tuple[CampaignSpec, set[str] | None]] = {}
+_JSON = msgspec.json.Decoder()
+
+
+def load_recipients(store: AccountStore, uids: list[int], props: set[str] | None = None,
+                    tokens: bool = True, full: bool = True) -> dict[int, Recipient]:
+    """Profiles and newest push tokens of ``uids``, in one or two queries.
+
+    ``full`` loads every property; otherwise only ``props`` (and the timezone properties)
+    are read — from their typed columns, and from the JSON overflow only for rows that
+    have one — which is what makes audience expansion cheap per recipient.
+    """
     if not uids:
         return {}
-    with store.cursor() as cur:
-        profiles = store.load_profiles(uids, cur)
-        rows = cur.execute(
-            "SELECT user_id, kind, value FROM identities "
-            "WHERE user_id IN (SELECT unnest(?::BIGINT[])) ORDER BY created_at",
-            [uids]).fetchall()
     out: dict[int, Recipient] = {}
-    for uid, p in profiles.items():
-        out[uid] = Recipient(uid, p.identity, p.email, p.phone, p.props)
-    rank = {k: i for i, k in enumerate(IDENTIFIER_KINDS)}
-    for uid, kind, value in rows:
-        r = out.get(uid)
-        if r is None:
-            continue
-        if kind in TOKEN_KINDS:
-            r.tokens[kind] = value  # ordered by created_at: the newest wins
-        elif kind in rank and (r.identifier is None or rank[kind] < rank[r.identifier[0]]):
-            r.identifier = (kind, value)
+    with store.cursor() as cur:
+        if full:
+            for uid, p in store.load_profiles(uids, cur).items():
+                out[uid] = Recipient(uid, p.identity, p.email, p.phone, p.props)
+        else:
+            wanted = set(props or ()) | set(TZ_PROPS)
+            typed = [(name, c.column, c.type) for name in sorted(wanted)
+                     if (c := store.catalog.get("profile", name)) is not None]
+            cols = "".join(f", {c}" for _, c, _ in typed)  # names from our catalog
+            rows = cur.execute(
+                f"SELECT user_id, identity, email, phone, props{cols} FROM profiles "
+                "WHERE user_id IN (SELECT unnest(?::BIGINT[]))", [uids]).fetchall()
+            for row in rows:
+                pr: dict[str, Any] = {}
+                for (name, _, typ), v in zip(typed, row[5:], strict=True):
+                    if v is not None:
+                        pr[name] = from_column_value(v, typ)
+                if row[4] is not None:
+                    extra = _JSON.decode(row[4])
+                    for name in wanted:
+                        if name in extra:
+                            pr[name] = extra[name]
+                out[row[0]] = Recipient(row[0], row[1], row[2], row[3], pr)
+        if tokens:
+            for uid, kind, value in cur.execute(
+                    "SELECT user_id, kind, value FROM identities WHERE kind IN "
+                    "('fcm', 'apns', 'webpush') AND user_id IN (SELECT unnest(?::BIGINT[])) "
+                    "ORDER BY created_at", [uids]).fetchall():
+                r = out.get(uid)
+                if r is not None:
+                    r.tokens[kind] = value  # ordered by created_at: the newest wins
     return out
 
 
@@ -111,14 +162,15 @@ def context(campaign_id: int | None, spec: CampaignSpec, variant: Variant, r: Re
             "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER}
 
 
-def render(variant: Variant, channel: str, ctx: dict[str, Any]) -> dict[str, Any]:
+def render(variant: Variant, channel: str, ctx: dict[str, Any],
+           memo: bool = True) -> dict[str, Any]:
     """Render the variant's content for ``channel`` (raises TemplateError)."""
     out: dict[str, Any] = {}
     for name, t in variant.content[channel].items():
         if isinstance(t, list):
-            out[name] = [p.render(ctx) for p in t]
+            out[name] = [p.render(ctx, memo) for p in t]
         elif isinstance(t, Template):
-            out[name] = t.render(ctx)
+            out[name] = t.render(ctx, memo)
     # MJML is rendered to HTML by the email channel (channels/email.py, render_mjml).
     if channel == "webhook":
         try:
@@ -126,3 +178,49 @@ def render(variant: Variant, channel: str, ctx: dict[str, Any]) -> dict[str, Any
         except ValueError:
             pass  # a plain-text body is sent as a JSON string
     return out
+
+
+_MISSING = ("missing",)
+
+
+def _tag(v: Any) -> Any:
+    return v if type(v) is str else template_key({"v": v}, ("v",))
+
+
+class ContentCache:
+    """Rendered content as stored in the outbox (JSON text), memoized per (variant,
+    channel) on the values the templates read: recipients who look the same to the
+    templates share one render and one JSON encoding."""
+
+    MAX = 100_000
+
+    def __init__(self) -> None:
+        self._paths: dict[tuple[int, str], tuple[tuple[tuple[str, ...], str | None], ...]] = {}
+        self._memo: dict[tuple[int, str], dict[tuple[Any, ...], str]] = {}
+
+    def json(self, variant: Variant, channel: str, ctx: dict[str, Any]) -> str:
+        k = (id(variant), channel)
+        paths = self._paths.get(k)
+        if paths is None:
+            ps: set[tuple[str, ...]] = set()
+            for t in variant.content[channel].values():
+                for tt in (t if isinstance(t, list) else [t]):
+                    ps.update(tt.paths)
+            paths = self._paths[k] = tuple(
+                (p, p[1] if len(p) == 2 and p[0] == "profile" and isinstance(p[1], str)
+                 else None) for p in sorted(ps, key=str))
+            self._memo[k] = {}
+        memo = self._memo[k]
+        prof = ctx["profile"]
+        # The common case, a profile property (profile.first_name), read straight from the
+        # profile dict; anything else through the general lookup.
+        key = tuple(template_key(ctx, p) if name is None
+                    else (v if type(v := prof.get(name, _MISSING)) is str else _tag(v))
+                    for p, name in paths)
+        text = memo.get(key)
+        if text is None:
+            text = json.dumps(render(variant, channel, ctx, memo=False), separators=(",", ":"))
+            if len(memo) >= self.MAX:
+                memo.clear()
+            memo[key] = text
+        return text

@@ -30,7 +30,7 @@ from nudge.store import control
 
 from . import outbox
 from .campaigns import CampaignSpec
-from .compose import address, context, load_recipients, render
+from .compose import ContentCache, address, context, load_recipients, profile_props
 from .directory import Campaign, CampaignDirectory, spec_of
 from .policy import PolicyGate
 from .service import Engage
@@ -150,7 +150,10 @@ def build_rows(engage: Engage, c: Campaign, spec: CampaignSpec, occurrence: str,
     account_id = c.account_id
     now = clock.now()
     store = engage.stores.get(account_id)
-    recipients = load_recipients(store, uids)
+    props = profile_props(spec)
+    recipients = load_recipients(store, uids, props, full=props is None,
+                                 tokens=bool({"push", "webpush"} & set(spec.channels)))
+    cache = _content_cache(spec)
     gate = PolicyGate(engage.engine, account_id, engage.policies.get(account_id), spec, c.id,
                       now)
     gate.prepare(uids)
@@ -187,7 +190,8 @@ def build_rows(engage: Engage, c: Campaign, spec: CampaignSpec, occurrence: str,
             continue
         to, ch_meta = address(spec, d.channel, r)
         try:
-            content = render(variant, d.channel, context(c.id, spec, variant, r, event, data))
+            content = cache.json(variant, d.channel,
+                                 context(c.id, spec, variant, r, event, data))
         except TemplateError as e:
             rows.append(outbox.row(key=key, user_id=uid, variant=vname, channel=d.channel,
                                    to=None, content=None, meta=None, status="skipped",
@@ -209,6 +213,19 @@ def build_rows(engage: Engage, c: Campaign, spec: CampaignSpec, occurrence: str,
                                content=content, meta=m, status="pending", reason=None, at=at,
                                **common))
     return rows
+
+
+_CACHES: dict[int, tuple[CampaignSpec, ContentCache]] = {}
+
+
+def _content_cache(spec: CampaignSpec) -> ContentCache:
+    """One content memo per campaign version (specs are cached per version)."""
+    hit = _CACHES.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        if len(_CACHES) > 200:
+            _CACHES.clear()
+        hit = _CACHES[id(spec)] = (spec, ContentCache())
+    return hit[1]
 
 
 def local_wall_time(utc_at: float, tz: str) -> float:

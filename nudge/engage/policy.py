@@ -159,6 +159,7 @@ class PolicyGate:
         self.history: dict[int, list[tuple[float, str, int | None]]] = defaultdict(list)
         self.unsubscribed: dict[int, set[tuple[str, str]]] = defaultdict(set)
         self.suppressed: set[int] = set()
+        self._quiet: dict[str, float] = {}  # tz -> end of the quiet window now, or -1
 
     def prepare(self, uids: list[int]) -> None:
         """Load what the decisions need for these users, in a few queries."""
@@ -171,17 +172,18 @@ class PolicyGate:
                     o = control.outbox
                     q = sa.select(o.c.user_id, o.c.created_at, o.c.channel, o.c.campaign_id
                                   ).where(o.c.account_id == self.account_id,
-                                          o.c.user_id.in_(chunk),
+                                          o.c.user_id.in_(sa.bindparam("uids", expanding=True)),
                                           o.c.created_at >= self.now - max(windows),
                                           o.c.status.in_(COUNTED),
                                           o.c.transactional == sa.false())
-                    for uid, ts, ch, cid in conn.execute(q):
+                    for uid, ts, ch, cid in conn.execute(q, {"uids": chunk}):
                         self.history[uid].append((ts, ch, cid))
                 s = control.subscriptions
                 q2 = sa.select(s.c.user_id, s.c.channel, s.c.category).where(
-                    s.c.account_id == self.account_id, s.c.user_id.in_(chunk),
+                    s.c.account_id == self.account_id,
+                    s.c.user_id.in_(sa.bindparam("uids", expanding=True)),
                     s.c.subscribed == sa.false())
-                for uid, ch, cat in conn.execute(q2):
+                for uid, ch, cat in conn.execute(q2, {"uids": chunk}):
                     self.unsubscribed[uid].add((ch, cat))
         self.suppressed |= suppressed_users(self.account_id, uids)
 
@@ -225,11 +227,16 @@ class PolicyGate:
             d.channel, d.reason = None, "capped"
             return d
         d.send_at = self.now
-        if self.quiet is not None and self.quiet.contains(local_minute(self.now, tz)):
-            if self.quiet.action == "drop":
-                d.channel, d.reason = None, "quiet_hours"
-                return d
-            d.send_at = quiet_end(self.now, tz, self.quiet)
+        if self.quiet is not None:
+            end = self._quiet.get(tz, 0.0)
+            if end == 0.0:  # per timezone, once per batch
+                inside = self.quiet.contains(local_minute(self.now, tz))
+                end = self._quiet[tz] = quiet_end(self.now, tz, self.quiet) if inside else -1.0
+            if end > 0:
+                if self.quiet.action == "drop":
+                    d.channel, d.reason = None, "quiet_hours"
+                    return d
+                d.send_at = end
         return d
 
     def record(self, uid: int, channel: str) -> None:

@@ -87,18 +87,31 @@ class Template:
         self._compiled = ENV.from_string(self.source)
         self._memo: dict[tuple[Any, ...], str] = {}
 
-    def render(self, context: Mapping[str, Any]) -> str:
-        key = tuple(_freeze(_lookup(context, p)) for p in self.paths)
-        out = self._memo.get(key)
+    def render(self, context: Mapping[str, Any], memo: bool = True) -> str:
+        key = tuple(template_key(context, p) for p in self.paths) if memo else None
+        out = self._memo.get(key) if memo else None
         if out is None:
             try:
                 out = self._compiled.render(**context)
             except LiquidError as e:
                 raise TemplateError(f"template failed to render: {e.message}") from None
-            if len(self._memo) >= MEMO_MAX:
-                self._memo.clear()
-            self._memo[key] = out
+            if memo:
+                if len(self._memo) >= MEMO_MAX:
+                    self._memo.clear()
+                self._memo[key] = out
         return out
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def template_key(context: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The (hashable) value a template reads at ``path``; equal keys render equally."""
+    v = _lookup(context, path)
+    if type(v) is str:
+        return v
+    # Tagged with the type: True and 1 (or 1 and 1.0) are equal keys but render differently.
+    return (type(v).__name__, v if type(v) in _SCALARS else _freeze(v))
 
 
 def _freeze(v: Any) -> Any:

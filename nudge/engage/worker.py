@@ -166,6 +166,7 @@ class DeliveryWorker:
         events: dict[str, list[tuple[int, str, int, dict[str, Any]]]] = {}
         follow: list[tuple[Any, str]] = []  # (row, why) needing a fallback message
         removed: list[tuple[str, int, str, str]] = []
+        sent: list[dict[str, Any]] = []
         with self.engage.engine.begin() as conn:
             for oc in outcomes:
                 r, res = oc.row, oc.result
@@ -197,8 +198,16 @@ class DeliveryWorker:
                         kind = meta.get("token_kind", "webpush")
                         removed.append((r.account_id, r.user_id, kind, r.to_addr or ""))
                 upd["lease_until"] = None
-                conn.execute(OB.update().where(OB.c.id == r.id, OB.c.status == "sending")
-                             .values(**upd))
+                if upd["status"] == "sent":
+                    sent.append({"b_id": r.id, "b_pid": res.provider_id if res else None})
+                else:
+                    conn.execute(OB.update().where(OB.c.id == r.id, OB.c.status == "sending")
+                                 .values(**upd))
+            if sent:  # the common case, as one executemany
+                conn.execute(OB.update().where(OB.c.id == sa.bindparam("b_id"),
+                                               OB.c.status == "sending")
+                             .values(status="sent", sent_at=now, reason=None, lease_until=None,
+                                     provider_id=sa.bindparam("b_pid")), sent)
             fallbacks = self._fallbacks(follow, now)
             if fallbacks:
                 outbox.insert(conn, fallbacks)

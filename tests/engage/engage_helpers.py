@@ -67,3 +67,69 @@ def outbox(srv: Any, **params: Any) -> list[dict[str, Any]]:
 def everyone() -> dict[str, Any]:
     """An inline segment matching every profile."""
     return {"definition": {"profile": {"property": "$identity", "op": "exists"}}}
+
+
+class CountingReceiver:
+    """An instant webhook endpoint (plain asyncio HTTP/1.1 with keep-alive, in a thread):
+    answers 200 at once and records every request's ``X-Nudge-Idempotency-Key``. Like a
+    provider that deduplicates on that key, ``accepted`` is the set of distinct keys;
+    ``requests`` counts every POST, repeats included."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.keys: dict[str, int] = {}
+        self.requests = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.port = self.sock.getsockname()[1]
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    @property
+    def accepted(self) -> set[str]:
+        with self._lock:
+            return set(self.keys)
+
+    def _run(self) -> None:
+        import asyncio
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length, key = 0, None
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        n = name.strip().lower()
+                        if n == b"content-length":
+                            length = int(value.strip())
+                        elif n == b"x-nudge-idempotency-key":
+                            key = value.strip().decode()
+                    if length:
+                        await reader.readexactly(length)
+                    with self._lock:
+                        self.requests += 1
+                        if key is not None:
+                            self.keys[key] = self.keys.get(key, 0) + 1
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                 b"content-length: 2\r\n\r\n{}")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+                pass
+            finally:
+                writer.close()
+
+        async def main() -> None:
+            server = await asyncio.start_server(handle, sock=self.sock)
+            async with server:
+                await server.serve_forever()
+
+        asyncio.run(main())

@@ -144,7 +144,8 @@ def _estimate(ctx: _Ctx, spec_body: dict[str, Any] | None, campaign_id: int | No
     first: dict[str, int] = dict.fromkeys(spec.channels, 0)
     unreachable = 0
     for i in range(0, len(ids), 5000):
-        recs = load_recipients(ctx.store, ids[i:i + 5000])
+        recs = load_recipients(ctx.store, ids[i:i + 5000], set(), full=False,
+                               tokens=bool({"push", "webpush"} & set(spec.channels)))
         for r in recs.values():
             got = [ch for ch in spec.channels if address(spec, ch, r)[0] is not None]
             for ch in got:
