@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from conftest import NudgeServer, free_port, nudge_cli
 
 T = TypeVar("T")
 
@@ -133,3 +136,43 @@ class CountingReceiver:
                 await server.serve_forever()
 
         asyncio.run(main())
+
+
+class PatientServer(NudgeServer):
+    """``conftest.NudgeServer`` that waits up to 3 minutes for readiness: on a shared,
+    loaded machine a cold start (imports, WAL replay) can take longer than 30 s."""
+
+    def start(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nudge", "serve", "--data-dir", str(self.data_dir),
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "NUDGE_LOG_LEVEL": "info", **self.extra_env})
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("nudge serve exited:\n"
+                                   + (self.data_dir / "server.log").read_text())
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("nudge serve did not become ready in 180 s")
+
+
+def start_server(tmp: Path, extra_env: dict[str, str] | None = None) -> PatientServer:
+    """Like ``conftest.make_server`` (one account, a real ``nudge serve``), patient."""
+    import json
+
+    acct = json.loads(nudge_cli(tmp, "accounts", "create", "test", "--json"))
+    srv = PatientServer(tmp, free_port(), acct["id"], acct["passcode"], acct["write_key"],
+                        extra_env or {})
+    srv.start()
+    return srv

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_server
 from tests.engage import engage_helpers as h
 
 N = 100_000
@@ -30,7 +29,7 @@ def run_state(db: Path) -> tuple[int, int, str] | None:
 @pytest.mark.slow
 def test_kill_9_during_expansion_and_during_send(tmp_path: Path) -> None:
     receiver = h.CountingReceiver()
-    srv = make_server(tmp_path, ENV)
+    srv = h.start_server(tmp_path, ENV)
     try:
         h.configure(srv, "webhook", {"provider": "http", "url": receiver.url,
                                      "secret": "crash-test-secret-0123456789"})

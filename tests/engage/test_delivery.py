@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import NudgeServer, make_server
+from conftest import NudgeServer
 from tests.engage import engage_helpers as h
 from tests.engage.providers import SmtpServer, TwilioServer, WebhookReceiver, tls_pair
 
@@ -40,7 +40,7 @@ def smtp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory, hook: WebhookReceiver, twilio: TwilioServer,
         smtp: SmtpServer) -> Iterator[NudgeServer]:
-    s = make_server(tmp_path_factory.mktemp("nudge"), FAST)
+    s = h.start_server(tmp_path_factory.mktemp("nudge"), FAST)
     try:
         h.configure(s, "webhook", hook.channel_config())
         h.configure(s, "sms", twilio.channel_config())
