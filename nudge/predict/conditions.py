@@ -54,6 +54,16 @@ def scored_goals(store: AccountStore) -> set[int]:
             f"SELECT DISTINCT goal_id FROM {SCORES_TABLE}").fetchall()}
 
 
+def user_scores(store: AccountStore, user_id: int) -> list[dict[str, Any]]:
+    """One person's score and bucket for every trained goal (shown on the profile)."""
+    if not scored_goals(store):
+        return []
+    with store.cursor() as cur:
+        rows = cur.execute(f"SELECT goal_id, score, bucket FROM {SCORES_TABLE} "
+                           "WHERE user_id = ? ORDER BY goal_id", [user_id]).fetchall()
+    return [{"goal": int(g), "score": float(s), "bucket": b} for g, s, b in rows]
+
+
 def _source(compiler: Compiler) -> PredictSource | None:
     return compiler.predict if isinstance(compiler.predict, PredictSource) else None
 

@@ -277,15 +277,3 @@ def rescore(store: AccountStore, goal: Goal, now: float | None = None) -> dict[s
         raise NotEnoughData("the goal has no trained model yet; train it first", field="goal")
     saved = joblib.load(path)  # our own file, written by save_model
     return score(store, goal, saved["plan"], saved["model"], clock.now() if now is None else now)
-
-
-def user_scores(store: AccountStore, user_id: int) -> list[dict[str, Any]]:
-    """One person's score and bucket for every trained goal."""
-    with store.cursor() as cur:
-        exists = cur.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = "
-                             "'acct' AND table_name = ?", [SCORES_TABLE]).fetchone()[0]
-        if not exists:
-            return []
-        rows = cur.execute(f"SELECT goal_id, score, bucket FROM {SCORES_TABLE} "
-                           "WHERE user_id = ? ORDER BY goal_id", [user_id]).fetchall()
-    return [{"goal": int(g), "score": float(s), "bucket": b} for g, s, b in rows]

@@ -101,7 +101,15 @@ def profile_view(store: AccountStore, uid: int) -> dict[str, Any]:
         "total_events": sum(counts.values()),
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
+        "predictions": _predictions(store, uid),
     }
+
+
+def _predictions(store: AccountStore, uid: int) -> list[dict[str, Any]]:
+    """The person's score and bucket for each trained predictive goal (docs/predict.md)."""
+    from nudge.predict.conditions import user_scores
+
+    return user_scores(store, uid)
 
 
 def event_props(store: AccountStore, row: dict[str, Any]) -> dict[str, Any]:

@@ -216,6 +216,8 @@ def test_goal_trains_scores_and_feeds_segments_and_campaigns(
     person = api(srv, "GET", "/1/predict/users", params={"identity": "p3"}, ok=200).json()
     assert {g["goal"] for g in person["goals"]} == {goal["id"]}
     assert person["rfm"]["segment"] != "no_purchases" and 1 <= person["rfm"]["r"] <= 5
+    profile = api(srv, "GET", "/1/profile", params={"identity": "p3"}, ok=200).json()["profile"]
+    assert profile["predictions"] == person["goals"]
 
     # Deleting the goal removes its scores: the segment then matches no one.
     api(srv, "DELETE", f"/1/segments/{seg['id']}", ok=200)

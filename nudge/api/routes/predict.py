@@ -16,11 +16,11 @@ from starlette.responses import JSONResponse, Response
 from nudge.clock import clock
 from nudge.errors import NotFound, ValidationError
 from nudge.predict import rfm
-from nudge.predict.conditions import SCORES_TABLE, scored_goals
+from nudge.predict.conditions import SCORES_TABLE, scored_goals, user_scores
 from nudge.predict.goals import Goal, GoalDirectory, _time
 from nudge.predict.names import BUCKETS
 from nudge.predict.runs import TrainingRuns
-from nudge.predict.train import drop_scores, rescore, user_scores
+from nudge.predict.train import drop_scores, rescore
 from nudge.query.profiles import find_user
 from nudge.store.account import AccountStore
 
