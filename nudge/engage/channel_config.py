@@ -37,8 +37,7 @@ from sqlalchemy.engine import Engine
 from nudge.clock import clock
 from nudge.engage.channels.base import Channel
 from nudge.engage.channels.inapp import InAppChannel
-from nudge.engage.channels.registry import PROVIDERS, PushRouter, channel_class
-from nudge.engage.channels.webpush import vapid_public_key
+from nudge.engage.channels.registry import PushRouter, channel_class
 from nudge.engage.inbox import Inbox
 from nudge.errors import NotFound, ValidationError
 from nudge.privacy.keys import Keyring
@@ -145,7 +144,7 @@ class ChannelDirectory:
     @staticmethod
     def _view(channel: str, provider: str, config: dict[str, Any],
               updated_at: float) -> dict[str, Any]:
-        cls = PROVIDERS[channel][provider]
+        _, cls = channel_class(channel, provider)
         hidden = set(getattr(cls, "secret_fields", ())) | {"ca_pem"}
         view: dict[str, Any] = {
             "channel": channel, "provider": provider,
@@ -154,6 +153,8 @@ class ChannelDirectory:
             "updated_at": updated_at,
         }
         if channel == "webpush":
+            from nudge.engage.channels.webpush import vapid_public_key
+
             view["vapid_public_key"] = vapid_public_key(config["vapid_private_key"])
         return view
 

@@ -1,40 +1,34 @@
 """Which provider modules serve which channel, and the push router.
 
-``PROVIDERS[channel][provider]`` is the :class:`Channel` class; the first provider of each
-channel is its default. Push has two providers (FCM for Android/web apps, APNs for iOS), and
-an account usually configures both: :class:`PushRouter` sends each message through the one
-its token belongs to.
+``PROVIDERS[channel]`` lists the channel's providers, the first being its default; each
+provider's :class:`Channel` class is imported on first use (:func:`channel_class`), so the
+server does not load every provider's client library (aiohttp via pywebpush, h2, SMTP...)
+at start. Push has two providers (FCM for Android/web apps, APNs for iOS), and an account
+usually configures both: :class:`PushRouter` sends each message through the one its token
+belongs to.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any, ClassVar
 
 from nudge.errors import ValidationError
 
-from .apns import ApnsChannel
 from .base import CHANNELS, Channel, Message, SendResult
-from .email import EmailChannel
-from .fcm import FcmChannel
-from .inapp import InAppChannel
-from .sms import SmsChannel
-from .webhook import WebhookChannel
-from .webpush import WebPushChannel
-from .whatsapp import WhatsAppChannel
 
-PROVIDERS: dict[str, dict[str, type[Channel]]] = {
-    "email": {"smtp": EmailChannel},
-    "push": {"fcm": FcmChannel, "apns": ApnsChannel},
-    "webpush": {"vapid": WebPushChannel},
-    "sms": {"twilio": SmsChannel},
-    "whatsapp": {"cloud_api": WhatsAppChannel},
-    "webhook": {"http": WebhookChannel},
-    "inapp": {"inbox": InAppChannel},
+# channel -> provider -> "module:Class" (modules of this package)
+PROVIDERS: dict[str, dict[str, str]] = {
+    "email": {"smtp": "email:EmailChannel"},
+    "push": {"fcm": "fcm:FcmChannel", "apns": "apns:ApnsChannel"},
+    "webpush": {"vapid": "webpush:WebPushChannel"},
+    "sms": {"twilio": "sms:SmsChannel"},
+    "whatsapp": {"cloud_api": "whatsapp:WhatsAppChannel"},
+    "webhook": {"http": "webhook:WebhookChannel"},
+    "inapp": {"inbox": "inapp:InAppChannel"},
 }
 assert set(PROVIDERS) == set(CHANNELS)
-
-_APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64,200}$")
 
 
 def channel_class(channel: str, provider: str | None) -> tuple[str, type[Channel]]:
@@ -45,11 +39,16 @@ def channel_class(channel: str, provider: str | None) -> tuple[str, type[Channel
                               field="channel")
     if provider is None:
         provider = next(iter(providers))
-    cls = providers.get(provider)
-    if cls is None:
+    path = providers.get(provider)
+    if path is None:
         raise ValidationError(f"channel {channel} has no provider {provider!r}; "
                               f"providers: {list(providers)}", field="provider")
-    return provider, cls
+    module, cls = path.split(":")
+    found: type[Channel] = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+    return provider, found
+
+
+_APNS_TOKEN = re.compile(r"^[0-9a-fA-F]{64,200}$")
 
 
 def push_provider(message: Message) -> str:

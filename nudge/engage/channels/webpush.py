@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid
-from pywebpush import WebPusher, WebPushException
 
 from nudge.errors import ValidationError
 
@@ -114,7 +113,13 @@ class WebPushChannel(Channel):
         parts = urlsplit(endpoint)
         if parts.scheme != "https" and not (self.allow_http and parts.scheme == "http"):
             raise ValueError("subscription endpoint must be https")
-        encrypted = WebPusher(sub).encode(self.payload(message), "aes128gcm")["body"]
+        # pywebpush imports aiohttp: loaded with the first web push, not at server start
+        from pywebpush import WebPusher, WebPushException
+
+        try:
+            encrypted = WebPusher(sub).encode(self.payload(message), "aes128gcm")["body"]
+        except WebPushException as exc:
+            raise ValueError(str(exc)) from None
         claims = {"aud": f"{parts.scheme}://{parts.netloc}", "sub": self.subscriber,
                   "exp": int(time.time()) + 12 * 3600}
         headers = {k: v for k, v in self._vapid.sign(claims).items()}
@@ -131,7 +136,7 @@ class WebPushChannel(Channel):
     async def send(self, message: Message) -> SendResult:
         try:
             endpoint, headers, body = self.request(message)
-        except (ValueError, TypeError, WebPushException) as exc:
+        except (ValueError, TypeError) as exc:
             # An unparsable subscription cannot be fixed by retrying: the address is bad.
             return SendResult("unreachable", error=f"bad subscription: {short(exc)}")
         try:
