@@ -116,15 +116,16 @@ def cold(plain: Path, enc: Path, now: float, reps: int) -> list[list[Any]]:
     return rows
 
 
-def ingest_once(records: list[Any], batch: int, key: str | None) -> float:
+def ingest_once(records: list[Any], batch: int, key: str | None) -> tuple[float, float]:
+    """(events/s, CPU seconds of the process) for one fresh store."""
     tmp = Path(tempfile.mkdtemp(prefix="nudge-bench-enc-"))
     try:
         store = AccountStore("bench", tmp / "events.duckdb", load_settings(data_dir=tmp), key)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for i in range(0, len(records), batch):
             store.write(records[i:i + batch])
         store.close()  # includes the final checkpoint: the data is in the file
-        return len(records) / (time.perf_counter() - t)
+        return len(records) / (time.perf_counter() - t), time.process_time() - c
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -132,11 +133,16 @@ def ingest_once(records: list[Any], batch: int, key: str | None) -> float:
 def ingest(n: int, users: int, batch: int, reps: int) -> list[list[Any]]:
     _, records = stage_costs(encode_bodies(data.event_records(n, users), 100))
     rates: dict[str, list[float]] = {"plain": [], "encrypted": []}
+    cpu: dict[str, list[float]] = {"plain": [], "encrypted": []}
     for r in range(reps):
         for name in (("plain", "encrypted") if r % 2 == 0 else ("encrypted", "plain")):
-            rates[name].append(ingest_once(records, batch, KEY if name == "encrypted" else None))
+            rate, c = ingest_once(records, batch, KEY if name == "encrypted" else None)
+            rates[name].append(rate)
+            cpu[name].append(c)
     p, e = median(rates["plain"]), median(rates["encrypted"])
-    return [[f"{n:,} events, commits of {batch:,}", f"{p:,.0f}", f"{e:,.0f}", ratio(p, e)]]
+    pc, ec = median(cpu["plain"]), median(cpu["encrypted"])
+    return [[f"{n:,} events, commits of {batch:,}", f"{p:,.0f}", f"{e:,.0f}", ratio(p, e),
+             f"{pc:.2f}", f"{ec:.2f}", ratio(ec, pc)]]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ingest-events", type=int, default=1_000_000)
     p.add_argument("--batch", type=int, default=20_000)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--only", choices=("segments", "ingest"), help="run one half")
     args = p.parse_args(argv)
     header(f"Encryption at rest: {args.events:,}-event store, {args.ingest_events:,} ingested")
     directory = Path(args.dir or Path(tempfile.gettempdir()) /
@@ -156,18 +163,26 @@ def main(argv: list[str] | None = None) -> None:
     work.mkdir(exist_ok=True)
     plain, enc = stores(directory / "nudge.duckdb", work)
     print(f"# load {loadavg()}; {os.cpu_count()} cores", flush=True)
-    rows = segments(plain, enc, info.now, args.reps)
-    print(f"\n# segment counts, hot, medians of {args.reps} interleaved rounds; "
-          f"load {loadavg()}")
-    print(table(["segment", "members", "plain ms", "encrypted ms", "encrypted/plain",
-                 "plain CPU ms", "encrypted CPU ms", "CPU ratio", "same count"], rows))
-    rows = cold(plain, enc, info.now, args.reps)
-    print(f"\n# cold buffer pool, medians of {args.reps} interleaved opens; load {loadavg()}")
-    print(table(["run", "plain ms", "encrypted ms", "encrypted/plain"], rows))
+    if args.only != "ingest":
+        query_runs(plain, enc, info.now, args.reps)
+    if args.only == "segments":
+        return
     rows = ingest(args.ingest_events, min(args.users, 50_000), args.batch, args.reps)
     print(f"\n# ingest (AccountStore.write, in-process), medians of {args.reps} interleaved "
           f"runs; load {loadavg()}")
-    print(table(["run", "plain events/s", "encrypted events/s", "plain/encrypted"], rows))
+    print(table(["run", "plain events/s", "encrypted events/s", "plain/encrypted",
+                 "plain CPU s", "encrypted CPU s", "CPU ratio"], rows))
+
+
+def query_runs(plain: Path, enc: Path, now: float, reps: int) -> None:
+    rows = segments(plain, enc, now, reps)
+    print(f"\n# segment counts, hot, medians of {reps} interleaved rounds; "
+          f"load {loadavg()}")
+    print(table(["segment", "members", "plain ms", "encrypted ms", "encrypted/plain",
+                 "plain CPU ms", "encrypted CPU ms", "CPU ratio", "same count"], rows))
+    rows = cold(plain, enc, now, reps)
+    print(f"\n# cold buffer pool, medians of {reps} interleaved opens; load {loadavg()}")
+    print(table(["run", "plain ms", "encrypted ms", "encrypted/plain"], rows))
 
 
 if __name__ == "__main__":
