@@ -78,6 +78,7 @@ class NudgeServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        self.kill()  # do not leave an orphan server running (and loading the machine)
         raise RuntimeError("nudge serve did not become ready")
 
     def stop(self) -> None:

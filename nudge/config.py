@@ -69,7 +69,7 @@ class Settings:
     engage_max_attempts: int = 6
     engage_send_timeout_ms: int = 10_000
     engage_backoff_ms: int = 2_000
-    engage_poll_ms: int = 250
+    engage_poll_ms: int = 1_000
     engage_lease_s: int = 120
     engage_expand_batch: int = 5_000
     public_url: str = "http://127.0.0.1:8080"

@@ -18,7 +18,7 @@ from .service import Engage
 
 log = logging.getLogger("nudge.engage")
 C = control.campaigns
-TICK_S = 0.5
+TICK_S = 1.0  # due occurrences start within a second; /send and edits kick it at once
 
 
 class Scheduler:

@@ -164,6 +164,7 @@ class PatientServer(NudgeServer):
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.kill()  # never leave a server behind
         raise RuntimeError("nudge serve did not become ready in 180 s")
 
 
