@@ -68,7 +68,7 @@ class NudgeServer:
             stderr=subprocess.STDOUT,
             env={**os.environ, "NUDGE_LOG_LEVEL": "info", **self.extra_env},
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded 2-core box can take 30 s+
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("nudge serve exited:\n" + (self.data_dir / "server.log").read_text())
