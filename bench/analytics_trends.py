@@ -196,6 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 times[n][e].append(time.perf_counter() - t)
                 cpu[n][e].append(time.process_time() - c)
         print(f"#   round {r + 1}/{args.reps} done", flush=True)
+    anatomy_ms = anatomy(reports, args.reps) if args.anatomy else {}
     reports.close()
     med = {n: {e: median(v) * 1000 for e, v in times[n].items()} for n in names}
     med_cpu = {n: {e: median(v) * 1000 for e, v in cpu[n].items()} for n in names}
@@ -204,10 +205,64 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print(table(["report", *engines], [[_describe(n), *(med_cpu[n][e] for e in engines)]
                                        for n in names]))
     result = {"users": args.users, "events": args.events, "reps": args.reps,
-              "median_ms": med, "median_cpu_ms": med_cpu, "agree": agree}
+              "median_ms": med, "median_cpu_ms": med_cpu, "agree": agree,
+              "anatomy": anatomy_ms}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result
+
+
+def anatomy(reports: Reports, reps: int) -> dict[str, dict[str, list[float]]]:
+    """Where the 30-day daily-unique trend's time goes: SQL forms from a bare scan up to the
+    report's own, on the store's ``events_sorted`` (the same rows the report reads), with
+    the report's day buckets (``Buckets``: UTC offsets per DST period, the same slices)."""
+    from nudge.query.analytics.buckets import Buckets
+    from nudge.query.segments.compiler import to_ts
+
+    now = reports.now
+    b = Buckets("day", ZoneInfo(TZ), now - 30 * DAY, now)
+    key, key_params = b.key_sql("e.ts")
+    slices = b.slices() or []
+    cur = reports.store.cursor()
+    umin, umax = cur.execute("SELECT min(user_id), max(user_id) FROM profiles").fetchone()
+    out: dict[str, dict[str, list[float]]] = {}
+    for event in reports.trend_events:
+        where = "FROM events_sorted e WHERE e.event = ? AND e.ts >= ? AND e.ts < ?"
+        rng = [event, to_ts(b.lo), to_ts(b.hi)]
+        per_slice = " UNION ALL ".join(
+            f"SELECT {i} AS d, count(*) AS n, bitstring_agg(e.user_id, ?, ?) AS u {where}"
+            for i in range(len(slices)))
+        forms = {
+            "scan, count(*)": (f"SELECT count(*) {where}", rng),
+            "scan, sum(user_id)": (f"SELECT sum(e.user_id) {where}", rng),
+            "bucket key per row, count per bucket": (
+                f"SELECT {key} AS d, count(*) {where} GROUP BY d", key_params + rng),
+            "one bitmap, ungrouped": (
+                f"SELECT bit_count(bitstring_agg(e.user_id, ?, ?)) {where}", [umin, umax, *rng]),
+            "bitmap per bucket, grouped by bucket key (before)": (
+                f"SELECT d, bit_count(bit_or(u)) FROM (SELECT {key} AS d, "
+                f"bitstring_agg(e.user_id, ?, ?) AS u {where} GROUP BY d) GROUP BY CUBE (d)",
+                key_params + [umin, umax, *rng]),
+            "bitmap per bucket, one slice per bucket (now)": (
+                f"WITH c AS MATERIALIZED ({per_slice}) SELECT d, bit_count(u) FROM c "
+                "UNION ALL SELECT NULL, bit_count(bit_or(u)) FROM c",
+                [p for a, z in slices for p in (umin, umax, event, to_ts(a), to_ts(z))]),
+        }
+        cpu: dict[str, list[float]] = {f: [] for f in forms}
+        wall: dict[str, list[float]] = {f: [] for f in forms}
+        for _ in range(reps + 1):  # the first round warms up and is dropped
+            for f, (sql, params) in forms.items():
+                t, c = time.perf_counter(), time.process_time()
+                cur.execute(sql, params).fetchall()
+                cpu[f].append(time.process_time() - c)
+                wall[f].append(time.perf_counter() - t)
+        rows = [[f, median(wall[f][1:]) * 1000, median(cpu[f][1:]) * 1000] for f in forms]
+        print(f"\n# anatomy of the 30-day trend of {event!r} (events_sorted), medians of {reps}; "
+              f"load {loadavg()}")
+        print(table(["SQL form", "ms", "CPU ms"], rows))
+        out[event] = {f: [median(wall[f][1:]) * 1000, median(cpu[f][1:]) * 1000] for f in forms}
+    cur.close()
+    return out
 
 
 def _print(names: list[str], engines: list[str], med: dict[str, dict[str, float]],
@@ -252,6 +307,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-chdb", action="store_true")
     p.add_argument("--engines", type=lambda v: v.split(","),
                    help="comma-separated subset of: nudge, duckdb, duckdb tuned, chdb")
+    p.add_argument("--anatomy", action="store_true",
+                   help="also time SQL forms of the trend from a bare scan up (where the "
+                        "time goes)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     os.environ.setdefault("NUDGE_LOG_LEVEL", "warning")

@@ -32,6 +32,7 @@ from .rollup import (
     property_column,
     top_values,
     user_range,
+    worth_slicing,
 )
 
 # measure -> the cell statistics it needs
@@ -184,7 +185,8 @@ class Trends:
         if not len(buckets):
             return {}
         key_sql, key_params = buckets.key_sql("e.ts")
-        dims = [Dim(key_sql, key_params, len(buckets), buckets.slices())]
+        sliced = worth_slicing(cur, s.event, buckets.lo, buckets.hi, len(buckets))
+        dims = [Dim(key_sql, key_params, len(buckets), buckets.slices() if sliced else None)]
         join = ""
         if self.breakdown is not None:
             dims.append(group_dim(self.breakdown.expr, groups, other))
