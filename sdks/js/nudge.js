@@ -72,14 +72,19 @@
     return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
   }
 
+  const encoder = typeof TextEncoder !== 'undefined' ? new TextEncoder() : null;
+
+  function byteLength(str) {
+    return encoder ? encoder.encode(str).length : str.length * 3;
+  }
+
   // Strings the SDK collects itself (URLs, titles, referrers) are cut to what the server
   // accepts, so a long query string cannot get a whole event refused.
   function clip(s) {
     if (typeof s !== 'string') return s;
     if (s.length * 3 <= MAX_VALUE_BYTES) return s;
     let out = s.slice(0, MAX_VALUE_BYTES);
-    const enc = typeof TextEncoder !== 'undefined' ? new TextEncoder() : null;
-    while (enc && enc.encode(out).length > MAX_VALUE_BYTES) out = out.slice(0, -8);
+    while (byteLength(out) > MAX_VALUE_BYTES) out = out.slice(0, -8);
     return out;
   }
 
@@ -376,15 +381,17 @@
     return JSON.stringify({ batch, sentAt: new Date().toISOString(), writeKey: cfg.writeKey });
   }
 
-  // Slices of the queue whose bodies fit `maxBytes` and `maxBatchSize`.
-  function chunks(messages, maxBytes) {
+  // Slices of the queue whose bodies fit `maxBytes` (UTF-8) and `maxBatchSize`; with
+  // `firstOnly`, just the first slice (what one request sends).
+  function chunks(messages, maxBytes, firstOnly) {
     const out = [];
     let cur = [];
     let size = 200;
     for (const m of messages) {
-      const n = JSON.stringify(m).length + 1;
+      const n = byteLength(JSON.stringify(m)) + 1;
       if (cur.length && (cur.length >= cfg.maxBatchSize || size + n > maxBytes)) {
         out.push(cur);
+        if (firstOnly) return out;
         cur = [];
         size = 200;
       }
@@ -423,7 +430,7 @@
 
   // One request; true when more messages wait and sending may go on right away.
   async function sendNext() {
-    const batch = chunks(queue, 500000)[0];
+    const batch = chunks(queue, 500000, true)[0];
     let res;
     try {
       // text/plain keeps this a "simple" CORS request: no preflight round trip per batch.
