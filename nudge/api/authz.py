@@ -91,8 +91,10 @@ class Auth:
                    RateLimiter())
 
     def limit(self, account_id: str, principal_key: str) -> None:
-        self.limiter.take("account:" + account_id, self.settings.rate_limit_account_per_minute)
+        """Per key (or session) first, so one key over its limit does not use up the
+        account's budget for the account's other keys."""
         self.limiter.take(principal_key, self.settings.rate_limit_key_per_minute)
+        self.limiter.take("account:" + account_id, self.settings.rate_limit_account_per_minute)
 
 
 @dataclass(frozen=True)

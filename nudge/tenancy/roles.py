@@ -64,6 +64,12 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/redoc"), ("GET", "/1/segments/schema"),
     ("GET", "/sdk/nudge.js"), ("GET", "/sdk/nudge.mjs"),
     ("POST", "/auth/login"), ("POST", "/auth/logout"), ("POST", "/auth/password-reset"),
+    ("GET", "/sdk/{name}"),
+    # Tracking links in sent messages and provider callbacks: each URL carries its own
+    # signature or unguessable token (nudge/api/routes/tracking.py).
+    ("GET", "/1/t/c/{account_id}/{message_id}"), ("GET", "/1/t/o/{account_id}/{message_id}.gif"),
+    ("GET", "/1/t/u/{account_id}/{token}"), ("POST", "/1/t/u/{account_id}/{token}"),
+    ("POST", "/1/t/callback/{provider}/{account_id}/{sig}"),
 })
 # Routes for a signed-in user whatever their account role (their own session and MFA).
 SESSION_ROUTES: frozenset[tuple[str, str]] = frozenset({
@@ -113,6 +119,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/1/analytics/flows"): "analytics:read",
     # channels (provider credentials) and the in-app inbox. The inbox also takes the write
     # key with an HMAC user_hash of the identity: an end user reading their own inbox.
+    # The Segment-spec endpoints and web push take the write key only (HTTP basic auth).
     ("GET", "/1/channels"): "channels:manage",
     ("GET", "/1/channels/{channel}"): "channels:manage",
     ("PUT", "/1/channels/{channel}"): "channels:manage",
@@ -121,6 +128,49 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/1/inbox/stream"): "profiles:read",
     ("POST", "/1/inbox/{message_id}/read"): "profiles:write",
     ("POST", "/1/inbox/{message_id}/dismiss"): "profiles:write",
+    # campaigns and delivery (nudge/api/routes/campaigns.py)
+    ("POST", "/1/campaigns"): "campaigns:write",
+    ("GET", "/1/campaigns"): "campaigns:read",
+    ("POST", "/1/campaigns/estimate"): "campaigns:read",
+    ("GET", "/1/campaigns/{campaign_id}"): "campaigns:read",
+    ("PUT", "/1/campaigns/{campaign_id}"): "campaigns:write",
+    ("DELETE", "/1/campaigns/{campaign_id}"): "campaigns:write",
+    ("POST", "/1/campaigns/{campaign_id}/send"): "campaigns:write",
+    ("POST", "/1/campaigns/{campaign_id}/pause"): "campaigns:write",
+    ("POST", "/1/campaigns/{campaign_id}/stop"): "campaigns:write",
+    ("GET", "/1/campaigns/{campaign_id}/estimate"): "campaigns:read",
+    ("POST", "/1/campaigns/{campaign_id}/preview"): "campaigns:write",
+    ("GET", "/1/campaigns/{campaign_id}/report"): "campaigns:read",
+    ("POST", "/1/send"): "campaigns:write",
+    ("GET", "/1/outbox"): "profiles:read",  # per-message rows with addresses
+    ("POST", "/1/outbox/{message_id}/retry"): "campaigns:write",
+    ("GET", "/1/engage/policy"): "campaigns:read",
+    ("PUT", "/1/engage/policy"): "campaigns:write",
+    ("GET", "/1/subscriptions"): "profiles:read",
+    ("PUT", "/1/subscriptions"): "profiles:write",
+    ("POST", "/1/webhooks"): "channels:manage",
+    ("GET", "/1/webhooks"): "channels:manage",
+    ("DELETE", "/1/webhooks/{webhook_id}"): "channels:manage",
+    ("GET", "/1/engage/callbacks"): "channels:manage",
+    # web push subscription (write key, like the Segment-spec endpoints)
+    ("GET", "/sdk/webpush-key"): "events:write",
+    ("POST", "/v1/webpush"): "events:write",
+    # predictions: RFM and goal models (nudge/api/routes/predict.py)
+    ("GET", "/1/predict/rfm"): "analytics:read",
+    ("GET", "/1/predict/rfm/settings"): "analytics:read",
+    ("PUT", "/1/predict/rfm/settings"): "segments:write",
+    ("GET", "/1/predict/rfm/user"): "profiles:read",
+    ("GET", "/1/predict/users"): "profiles:read",
+    ("POST", "/1/predict/goals"): "segments:write",
+    ("GET", "/1/predict/goals"): "analytics:read",
+    ("GET", "/1/predict/goals/{goal_id}"): "analytics:read",
+    ("PUT", "/1/predict/goals/{goal_id}"): "segments:write",
+    ("DELETE", "/1/predict/goals/{goal_id}"): "segments:write",
+    ("POST", "/1/predict/goals/{goal_id}/train"): "segments:write",
+    ("GET", "/1/predict/goals/{goal_id}/train"): "analytics:read",
+    ("POST", "/1/predict/goals/{goal_id}/score"): "segments:write",
+    ("GET", "/1/predict/goals/{goal_id}/report"): "analytics:read",
+    ("GET", "/1/predict/goals/{goal_id}/scores"): "profiles:read",
     # users, keys, audit (nudge/api/routes/auth.py)
     ("GET", "/1/users"): "users:manage",
     ("POST", "/1/users"): "users:manage",
@@ -160,3 +210,25 @@ def route_permission(method: str, path: str) -> str | None:
 def is_declared(method: str, path: str) -> bool:
     key = (method.upper(), path)
     return key in ROUTE_PERMISSIONS or key in PUBLIC_ROUTES or key in SESSION_ROUTES
+
+
+def matrix_markdown() -> str:
+    """The permission matrix as docs/security.md shows it (a test keeps the two equal)."""
+    cols = [*ROLES, *(f"{k} key" for k in KEY_KINDS)]
+    grants = [*(ROLE_PERMISSIONS[r] for r in ROLES), *(KEY_SCOPES[k] for k in KEY_KINDS)]
+    lines = ["| permission | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for p in PERMISSIONS:
+        lines.append(f"| `{p}` | " + " | ".join("✓" if p in g else "·" for g in grants) + " |")
+    lines += ["", "| route | permission |", "|---|---|"]
+    for (method, path), p in sorted(ROUTE_PERMISSIONS.items(), key=lambda kv: (kv[0][1],
+                                                                               kv[0][0])):
+        lines.append(f"| `{method} {path}` | `{p}` |")
+    for method, path in sorted(SESSION_ROUTES, key=lambda mp: (mp[1], mp[0])):
+        lines.append(f"| `{method} {path}` | signed-in user (own session) |")
+    for method, path in sorted(PUBLIC_ROUTES, key=lambda mp: (mp[1], mp[0])):
+        lines.append(f"| `{method} {path}` | public |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(matrix_markdown(), end="")

@@ -1,18 +1,23 @@
-"""Helpers for the security tests: the real app in-process (so tests can move the one clock)
-with a real control store and account stores on a temp dir, and signed-in dashboard users.
+"""Helpers and fixtures for the security tests: the real app in-process (so tests can move
+the one clock) with a real control store and account stores on a temp dir, and signed-in
+dashboard users. Test modules import the fixture from here (no conftest in this folder, so
+the root conftest stays the only ``conftest`` module).
 
 Tests that need no clock control use the root conftest's real server (``nudge serve``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import pyotp
+import pytest
 from starlette.testclient import TestClient
 
+from nudge.api.app import create_app
 from nudge.clock import clock
 from nudge.config import Settings, load_settings
 from nudge.tenancy.accounts import NewAccount
@@ -52,6 +57,20 @@ def make_settings(tmp: Path, **overrides: object) -> Settings:
         overrides.setdefault("engage_workers", 0)  # no delivery workers needed here
     return load_settings(env={"NUDGE_MASTER_KEY_FILE": str(tmp.parent / (tmp.name + ".key"))},
                          data_dir=tmp, **overrides)
+
+
+@pytest.fixture(name="inproc")
+def inproc_fixture(tmp_path: Path) -> Iterator[App]:
+    """The app on a temp dir with accounts A and B; the clock is restored afterwards."""
+    app = create_app(make_settings(tmp_path))
+    a = app.state.nudge.accounts.create("A")
+    b = app.state.nudge.accounts.create("B")
+    offset = clock.offset
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield App(client, app, a, b)
+    finally:
+        clock.offset = offset
 
 
 class Browser:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from security_helpers import PASSWORD, App
+from security_helpers import PASSWORD, App, inproc_fixture  # noqa: F401 - the inproc fixture
 
 from nudge.clock import clock
 from nudge.tenancy.throttle import FREE_FAILURES, MAX_LOCK_S

@@ -4,7 +4,7 @@ password reset that does not bypass MFA, owner reset of a lost device."""
 from __future__ import annotations
 
 import pyotp
-from security_helpers import PASSWORD, App, Browser
+from security_helpers import PASSWORD, App, Browser, inproc_fixture  # noqa: F401 - the inproc fixture
 
 from nudge.clock import clock
 

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 import sqlalchemy as sa
-from security_helpers import PASSWORD, App
+from security_helpers import PASSWORD, App, inproc_fixture  # noqa: F401 - the inproc fixture
 
 from nudge.errors import ValidationError
 from nudge.store.control import users
