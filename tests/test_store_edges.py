@@ -67,6 +67,7 @@ def test_emptying_a_full_identity_cache_keeps_known_users(
         store: AccountStore, monkeypatch: pytest.MonkeyPatch) -> None:
     write(store, [ev("alice", "A"), ev("bob", "A")])
     monkeypatch.setattr(account, "IDENTITY_CACHE_MAX", 1)  # the cache (2 ids) is now full
+    store.identity.complete = False  # as for an identity map too big to be cached whole
     # One commit: alice is cached; the new device is not, so its lookup empties the cache.
     write(store, [ev("alice", "B"), {"type": "event", "objectId": "new-device", "evtName": "B",
                                      "evtData": {}}])
@@ -76,3 +77,32 @@ def test_emptying_a_full_identity_cache_keeps_known_users(
         alice = cur.execute("SELECT user_id FROM identities WHERE value = 'alice'").fetchall()
     assert profiles == [("alice", 2), ("bob", 1), (None, 1)]
     assert alice == [(1,)]
+
+
+def test_a_complete_identity_cache_needs_no_lookups_and_survives_a_restart(
+        tmp_path: Path) -> None:
+    """A store small enough caches its whole identity map at start: keys it lacks are new,
+    so no lookup runs; a reopened store rebuilds it from the table (merges included)."""
+    def open_store() -> AccountStore:
+        return AccountStore("edges", tmp_path / "events.duckdb", Settings(data_dir=tmp_path))
+
+    store = open_store()
+    write(store, [ev("alice", "A"), {"type": "event", "objectId": "dev-1", "evtName": "A",
+                                     "evtData": {}}])
+    # the device logs in as alice: merged
+    write(store, [{"type": "event", "identity": "alice", "objectId": "dev-1", "evtName": "L",
+                   "evtData": {}}])
+    assert store.identity.complete
+    store.close()
+    store = open_store()
+    assert store.identity.complete
+    looked_up: list[Any] = []
+    store.lookup_identities = looked_up.append  # type: ignore[method-assign]
+    write(store, [ev("alice", "B"), {"type": "event", "objectId": "dev-1", "evtName": "B",
+                                     "evtData": {}}, ev("carol", "B")])
+    assert looked_up == []
+    with store.cursor() as cur:
+        rows = cur.execute("SELECT identity, event_count FROM profiles ORDER BY user_id"
+                           ).fetchall()
+    store.close()
+    assert rows == [("alice", 5), ("carol", 1)]

@@ -33,6 +33,10 @@ class IdentityState:
     identity_of: dict[int, str | None] = field(default_factory=dict)
     merged_into: dict[int, int] = field(default_factory=dict)
     next_uid: int = 1
+    # True while ``ids`` holds every stored identifier (loaded whole at start, never
+    # emptied since): then a key missing from it is new, and nothing needs looking up.
+    # Whoever deletes identifiers from the table drops them from ``ids`` too.
+    complete: bool = False
 
     def final(self, uid: int) -> int:
         while uid in self.merged_into:
@@ -81,6 +85,8 @@ class Resolver:
 
     # -- resolution ----------------------------------------------------------------------
     def prefetch(self, records: list[Record]) -> None:
+        if self.state.complete:
+            return
         keys: set[Key] = set()
         for r in records:
             keys.update(r.ids.items())

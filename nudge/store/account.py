@@ -115,6 +115,7 @@ class AccountStore:
         row = cur.execute("SELECT value FROM meta WHERE key = 'compacted_through'").fetchone()
         self.compacted_through = int(row[0]) if row else 0
         self.sorted_runs = SortedRuns.load(cur, self.settings, self.compacted_through)
+        self._load_identities(cur)
         # Ids of erased people are never handed out again (nudge/privacy/gdpr.py).
         row = cur.execute("SELECT value FROM meta WHERE key = 'next_uid_floor'").fetchone()
         if row:
@@ -140,6 +141,21 @@ class AccountStore:
         self._dedup_order.append((clock.now(), recent))
 
     # -- identity cache ---------------------------------------------------------------------
+    def _load_identities(self, cur: Any) -> None:
+        """Cache the whole identity map when it is small enough: a key missing from a
+        complete cache is new, so commits need no lookup statement (one of the few per
+        commit; docs/benchmarks.md). Bigger maps are cached as keys come up."""
+        n = int(cur.execute("SELECT count(*) FROM identities").fetchone()[0])
+        if n > IDENTITY_CACHE_MAX // 2:
+            return
+        state = self.identity
+        for kind, value, uid, identity in cur.execute(
+                "SELECT i.kind, i.value, i.user_id, p.identity FROM identities i "
+                "LEFT JOIN profiles p ON p.user_id = i.user_id").fetchall():
+            state.ids[(kind, value)] = uid
+            state.identity_of[uid] = identity
+        state.complete = True
+
     def lookup_identities(self, keys: set[Key]) -> None:
         """Load the given identifiers (and their profiles' identity) into the cache."""
         if not keys:
@@ -148,6 +164,7 @@ class AccountStore:
         if len(state.ids) > IDENTITY_CACHE_MAX:  # bound memory; entries are re-read on demand
             state.ids.clear()
             state.identity_of.clear()
+            state.complete = False
         cur = self.writer_cursor
         wanted = pa.table({"kind": [k for k, _ in keys], "value": [v for _, v in keys]})
         cur.register("_wanted", wanted)
@@ -238,6 +255,8 @@ class AccountStore:
             log.exception("commit failed for account %s", self.account_id)
             batch[0].future.set_exception(e)
             return
+        if self.identity.complete and len(self.identity.ids) > IDENTITY_CACHE_MAX:
+            self.identity.complete = False  # past the bound: back to looking keys up
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.COMMIT_RECORDS.observe(len(records))
         pos = 0
