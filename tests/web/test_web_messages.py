@@ -285,10 +285,8 @@ def test_message_and_worker_scripts_are_served(server: NudgeServer) -> None:
 
 
 def test_webpush_registration_refuses_bad_input_and_changes_nothing(
-        nudge_server: NudgeServer) -> None:
-    srv = nudge_server
-    key = httpx.get(srv.url + "/sdk/webpush-key", params={"write_key": srv.write_key})
-    assert key.status_code == 404 and "PUT /1/channels/webpush" in key.json()["message"]
+        server: NudgeServer) -> None:
+    srv = server
     good = {"endpoint": "https://push.example/abc", "keys": {"p256dh": "BNc", "auth": "x"}}
 
     def post(body: Any) -> httpx.Response:
@@ -296,23 +294,23 @@ def test_webpush_registration_refuses_bad_input_and_changes_nothing(
                           headers={"Content-Type": "text/plain"})
 
     cases = [
-        ({"writeKey": srv.write_key, "anonymousId": "d1", "subscription": {"endpoint": "x"}},
+        ({"writeKey": srv.write_key, "anonymousId": "wp-d1", "subscription": {"endpoint": "x"}},
          400, "subscription"),
-        ({"writeKey": srv.write_key, "anonymousId": "d1",
+        ({"writeKey": srv.write_key, "anonymousId": "wp-d1",
           "subscription": {**good, "endpoint": "ftp://push.example/abc"}},
          400, "subscription.endpoint"),
         ({"writeKey": srv.write_key, "subscription": good}, 400, "subscription"),
-        ({"writeKey": "not-a-key", "anonymousId": "d1", "subscription": good}, 401, None),
+        ({"writeKey": "not-a-key", "anonymousId": "wp-d1", "subscription": good}, 401, None),
     ]
     for body, status, field in cases:
         r = post(body)
         assert r.status_code == status, (body, r.text)
         if field:
             assert r.json()["field"] == field
-    assert httpx.get(srv.url + "/1/profile", params={"objectId": "d1"},
+    assert httpx.get(srv.url + "/1/profile", params={"objectId": "wp-d1"},
                      headers=srv.headers).status_code == 404
-    ok = post({"writeKey": srv.write_key, "anonymousId": "d1", "subscription": good})
+    ok = post({"writeKey": srv.write_key, "anonymousId": "wp-d1", "subscription": good})
     assert ok.status_code == 200
-    prof = httpx.get(srv.url + "/1/profile", params={"objectId": "d1"},
+    prof = httpx.get(srv.url + "/1/profile", params={"objectId": "wp-d1"},
                      headers=srv.headers).json()["profile"]
     assert [t["type"] for t in prof["push_tokens"]] == ["webpush"]

@@ -104,6 +104,14 @@ def test_sdk_is_served_as_javascript_with_caching_headers(shared_server: NudgeSe
     assert mjs.headers["etag"] != etag
 
 
+def test_webpush_key_is_404_until_web_push_is_configured(shared_server: NudgeServer) -> None:
+    key = httpx.get(shared_server.url + "/sdk/webpush-key",
+                    params={"write_key": shared_server.write_key})
+    assert key.status_code == 404 and "PUT /1/channels/webpush" in key.json()["message"]
+    bad = httpx.get(shared_server.url + "/sdk/webpush-key", params={"write_key": "nope"})
+    assert bad.status_code == 401
+
+
 def test_ingest_answers_cors_preflight_but_the_passcode_api_does_not(
         shared_server: NudgeServer) -> None:
     pre = httpx.options(shared_server.url + "/v1/batch", headers={
