@@ -22,7 +22,7 @@ from playwright.sync_api import BrowserContext, Page
 
 from conftest import NudgeServer, make_server
 from nudge.api.cors import parse_origins
-from nudge.api.routes.sdk import esm_source
+from nudge.api.routes.sdk import ESM_EXPORTS, esm_source
 from nudge.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -432,6 +432,12 @@ def test_package_json_points_at_both_module_forms() -> None:
     assert (SDK_DIR / pkg["module"]).is_file() and pkg["module"].endswith("nudge.mjs")
     assert pkg["dependencies"] == {}
     assert pkg["version"] in (SDK_DIR / "nudge.js").read_text()
+    for f in pkg["files"]:
+        assert (SDK_DIR / f).is_file(), f
+    # The type declarations name every export of the ES module.
+    types = (SDK_DIR / pkg["types"]).read_text()
+    for name in ESM_EXPORTS:
+        assert f"export const {name}: Nudge['{name}'];" in types, name
 
 
 @pytest.mark.parametrize("value", ["shop.example.com", "https://shop.example.com/path",

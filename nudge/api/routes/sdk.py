@@ -50,7 +50,7 @@ CONTENT_TYPE = "text/javascript; charset=utf-8"  # RFC 9239
 router = APIRouter(tags=["sdk"])
 
 _UMD_END = "})(typeof self !== 'undefined' ? self : this, function (root) {\n"
-_ESM_EXPORTS = ("init", "track", "identify", "page", "alias", "reset", "optOut", "optIn",
+ESM_EXPORTS = ("init", "track", "identify", "page", "alias", "reset", "optOut", "optIn",
                 "isOptedOut", "flush", "anonymousId", "userId", "config", "queueInfo")
 
 
@@ -66,7 +66,7 @@ def esm_source(umd: str) -> str:
             + "const nudge = (function (root) {\n" + body
             + "})(typeof self !== 'undefined' ? self : globalThis);\n"
             + "export default nudge;\n"
-            + f"export const {{ {', '.join(_ESM_EXPORTS)} }} = nudge;\n")
+            + f"export const {{ {', '.join(ESM_EXPORTS)} }} = nudge;\n")
 
 
 @dataclass(frozen=True)
