@@ -90,13 +90,16 @@ def test_sdk_is_served_as_javascript_with_caching_headers(shared_server: NudgeSe
     assert "nudge.init" in r.text or "init(options)" in r.text
     etag = r.headers["etag"]
 
-    again = httpx.get(url, headers={"If-None-Match": etag})
+    again = httpx.get(url, headers={"If-None-Match": etag, "Accept-Encoding": "identity"})
     assert again.status_code == 304 and again.content == b""
 
     zipped = httpx.get(url, headers={"Accept-Encoding": "gzip"})
     assert zipped.headers["content-encoding"] == "gzip"
     assert zipped.text == r.text  # httpx inflates it
     assert int(zipped.headers["content-length"]) < len(r.content)
+    assert zipped.headers["etag"] != etag  # another representation, another validator
+    assert httpx.get(url, headers={"If-None-Match": zipped.headers["etag"],
+                                   "Accept-Encoding": "gzip"}).status_code == 304
 
     mjs = httpx.get(shared_server.url + "/sdk/nudge.mjs")
     assert mjs.headers["content-type"] == "text/javascript; charset=utf-8"

@@ -95,11 +95,14 @@ def _serve(request: Request, name: str) -> Response:
     if not (SDK_DIR / source).is_file():
         raise NotFound(f"the web SDK is not installed next to this server (sdks/js/{source})")
     a = asset(name)
-    headers = {"Cache-Control": CACHE_CONTROL, "ETag": a.etag, "Vary": "Accept-Encoding"}
+    gzipped = "gzip" in request.headers.get("accept-encoding", "")
+    # A strong ETag names one representation, so the gzip body has its own.
+    etag = a.etag[:-1] + '-gz"' if gzipped else a.etag
+    headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag, "Vary": "Accept-Encoding"}
     wanted = request.headers.get("if-none-match", "").split(",")
-    if a.etag in [t.strip().removeprefix("W/") for t in wanted]:
+    if etag in [t.strip().removeprefix("W/") for t in wanted]:
         return Response(status_code=304, headers=headers)
-    if "gzip" in request.headers.get("accept-encoding", ""):
+    if gzipped:
         headers["Content-Encoding"] = "gzip"
         return Response(a.gzipped, media_type=CONTENT_TYPE, headers=headers)
     return Response(a.body, media_type=CONTENT_TYPE, headers=headers)
