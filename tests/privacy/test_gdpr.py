@@ -206,6 +206,16 @@ def test_erasure_of_many_people_in_one_request(populated: NudgeServer) -> None:
     assert len(trail) == 1 and "bob" not in str(trail) and "212" not in str(trail)
     assert [a[0] for a in audit] == ["gdpr.erase"]
     assert ids["bob"] in got["receipt"]["people"][0]["user_ids"]
+    # Another account cannot read the receipt, nor learn that it exists.
+    other = json.loads(nudge_cli(srv.data_dir, "accounts", "create", "other", "--json"))
+    r = httpx.get(f"{srv.url}/1/gdpr/requests/{receipt['request_id']}",
+                  headers={"X-Nudge-Account-Id": other["id"],
+                           "X-Nudge-Passcode": other["passcode"]})
+    assert r.status_code == 404
+    r = httpx.post(srv.url + "/1/gdpr/access", json={"subjects": [{"identity": "alice"}]},
+                   headers={"X-Nudge-Account-Id": other["id"],
+                            "X-Nudge-Passcode": other["passcode"]})
+    assert r.status_code == 200 and r.json()["people"] == [{"subject": 0, "found": False}]
 
 
 def test_access_exports_everything_about_one_person(populated: NudgeServer) -> None:

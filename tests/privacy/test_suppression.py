@@ -95,3 +95,31 @@ def test_the_delivery_policy_asks_the_suppression_list(store: AccountStore) -> N
     suppression.register_with_policy()
     assert suppression.suppressed_subset in policy._suppression
     assert {u for check in policy._suppression for u in check("supp-acct", [a])} == {a}
+
+
+def test_erasure_checkpoints_so_the_wal_holds_nothing_of_the_person(tmp_path: Path) -> None:
+    """Inserts reach the WAL first; erasure CHECKPOINTs so the WAL no longer holds them, and
+    everything else about the person is gone from the store's memory too."""
+    from nudge.privacy.gdpr import Subject, erase_on_writer
+
+    s = AccountStore("erase-wal", tmp_path / "events.duckdb",
+                     Settings(data_dir=tmp_path, compact_threshold_rows=10**9))
+    try:
+        s.write([Record(kind="event", ids={"identity": "wal-person-zq@example.com"}, ts=NOW,
+                        message_id=f"w{i}", event="E") for i in range(50)])
+        s.write([ev({"identity": "other"}, "o1")])
+        wal = tmp_path / "events.duckdb.wal"
+        assert b"wal-person-zq@example.com" in wal.read_bytes()
+        found, deleted = s.run_on_writer(lambda: erase_on_writer(
+            s, [Subject("identity", "wal-person-zq@example.com", 0)])).result()
+        assert found[0].user_id is not None and deleted["events"] == 50
+        assert not wal.exists() or b"wal-person-zq" not in wal.read_bytes()
+        assert ("identity", "wal-person-zq@example.com") not in s.identity.ids
+        assert not {f"w{i}" for i in range(50)} & s.dedup
+        # The same events sent again are new, and belong to a new person.
+        s.write([Record(kind="event", ids={"identity": "wal-person-zq@example.com"}, ts=NOW,
+                        message_id="w0", event="E")])
+        again = s.user_for("identity", "wal-person-zq@example.com")
+        assert again is not None and again not in found[0].all_ids
+    finally:
+        s.close()
