@@ -15,6 +15,7 @@ import os
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,14 @@ class Instance:
         self.settings, self.accounts, self.stores, self.keyring = (settings, accounts, stores,
                                                                    keyring)
 
-    def run(self, request: dict[str, Any]) -> dict[str, Any]:
+    def run(self, request: dict[str, Any],
+            progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
         op = request.get("op")
         if op == "backup":
             manifest = backup(self.settings, self.keyring, self.stores.get,
                               lambda: [a.id for a in self.accounts.list()],
-                              Path(request["dest"]), skip_control=bool(request.get("skip_control")))
+                              Path(request["dest"]), skip_control=bool(request.get("skip_control")),
+                              progress=progress)
             return {"accounts": len(manifest["accounts"]), "seconds": manifest["seconds"],
                     "dest": request["dest"]}
         if op == "gdpr":
@@ -80,13 +83,17 @@ class _Handler(socketserver.StreamRequestHandler):
         instance: Instance = self.server.instance  # type: ignore[attr-defined]
         try:
             line = self.rfile.readline(_MAX_REQUEST)
-            answer = {"ok": True, "result": instance.run(json.loads(line))}
+            answer = {"ok": True, "result": instance.run(json.loads(line), self._progress)}
         except NudgeError as e:
             answer = {"ok": False, "error": str(e), "kind": type(e).__name__}
         except Exception as e:  # noqa: BLE001 - reported to the CLI, logged here
             log.exception("admin request failed")
             answer = {"ok": False, "error": f"{type(e).__name__}: {e}", "kind": "internal"}
         self.wfile.write(json.dumps(answer, default=str).encode() + b"\n")
+
+    def _progress(self, step: str) -> None:
+        self.wfile.write(json.dumps({"progress": step}).encode() + b"\n")
+        self.wfile.flush()
 
 
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -124,7 +131,8 @@ class AdminSocket:
             self.path.unlink(missing_ok=True)
 
 
-def call(data_dir: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+def call(data_dir: Path, request: dict[str, Any],
+         progress: Callable[[str], None] = lambda _: None) -> dict[str, Any] | None:
     """Ask the server running on ``data_dir``; ``None`` when no server listens."""
     path = data_dir / SOCKET_NAME
     if not path.exists():
@@ -138,6 +146,9 @@ def call(data_dir: Path, request: dict[str, Any]) -> dict[str, Any] | None:
         sock.sendall(json.dumps(request).encode() + b"\n")
         with sock.makefile("rb") as f:
             answer = json.loads(f.readline())
+            while "progress" in answer:
+                progress(answer["progress"])
+                answer = json.loads(f.readline())
     finally:
         sock.close()
     if not answer["ok"]:
@@ -145,13 +156,14 @@ def call(data_dir: Path, request: dict[str, Any]) -> dict[str, Any] | None:
     return answer["result"]  # type: ignore[no-any-return]
 
 
-def run(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+def run(settings: Settings, request: dict[str, Any],
+        progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Run an operation in the live server if there is one, else in this process."""
-    result = call(settings.data_dir, request)
+    result = call(settings.data_dir, request, progress)
     if result is not None:
         return result
     local = LocalInstance(settings)
     try:
-        return local.run(request)
+        return local.run(request, progress)
     finally:
         local.close()

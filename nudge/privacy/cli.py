@@ -147,7 +147,8 @@ def backup(
 
     try:
         result = admin.run(_settings(data_dir), {"op": "backup", "dest": str(dest.resolve()),
-                                                 "skip_control": skip_control})
+                                                 "skip_control": skip_control},
+                           progress=_progress)
     except NudgeError as e:
         raise _fail(e) from None
     typer.echo(f"backup of {result['accounts']} accounts written to {dest} "
