@@ -14,7 +14,7 @@ from conftest import NudgeServer, free_port, nudge_cli
 T = TypeVar("T")
 
 
-def wait_for(fn: Callable[[], T], timeout: float = 30.0, every: float = 0.1,
+def wait_for(fn: Callable[[], T], timeout: float = 90.0, every: float = 0.1,
              what: str = "condition") -> T:
     """Poll ``fn`` until it returns something truthy (or fail after ``timeout`` s)."""
     deadline = time.monotonic() + timeout

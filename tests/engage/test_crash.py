@@ -6,6 +6,7 @@ they carry the same idempotency key, so a deduplicating provider drops them."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 
 from tests.engage import engage_helpers as h
 
-N = 100_000
+# 100k by default (the issue's figure); NUDGE_TEST_CRASH_RECIPIENTS shrinks it on a machine
+# too loaded to send 100k webhooks in reasonable time.
+N = int(os.environ.get("NUDGE_TEST_CRASH_RECIPIENTS", "100000"))
 CLAIM_BATCH, WORKERS = 200, 2
 ENV = {"NUDGE_ENGAGE_POLL_MS": "50", "NUDGE_ENGAGE_LEASE_S": "5",
        "NUDGE_ENGAGE_SEND_TIMEOUT_MS": "3000", "NUDGE_ENGAGE_CLAIM_BATCH": str(CLAIM_BATCH),
