@@ -3,12 +3,14 @@ whose delivery service sends real campaigns (nudge-messages.js, nudge-sw.js)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,10 @@ import pytest
 from playwright.sync_api import BrowserContext, Page
 
 from conftest import NudgeServer, make_server
-from tests.engage.providers import WebPushServer
+from nudge.engage.channel_config import ChannelDirectory
+from nudge.privacy.keys import Keyring, load_master_key
+from nudge.store import control
+from tests.engage.providers import WebPushServer, message
 
 if TYPE_CHECKING:
     from browser import StaticSite
@@ -192,6 +197,61 @@ def test_inapp_campaign_triggered_by_an_event_appears_and_its_click_is_recorded(
     assert [m["status"] for m in second] == ["skipped"], second
     assert page.locator(".nudge-msg").count() == 0
     assert len(server_inbox(server, who)) == 1
+
+
+def deliver_inapp(server: NudgeServer, identity: str, content: dict[str, Any]) -> None:
+    """Send one in-app message through the real in-app channel from this process, as a
+    separate delivery worker would (campaign content has no per-message layout field)."""
+    d = server.data_dir.resolve()
+    engine = control.connect(f"sqlite:///{d / 'control.db'}")
+    directory = ChannelDirectory(engine, Keyring(engine, load_master_key(
+        "", d.parent / f"{d.name}.master-key")))
+    uid = api(server, "GET", "/1/profile", params={"identity": identity}).json()["profile"]["id"]
+    msg = message("inapp", "", content, account_id=server.account_id, user_id=uid,
+                  meta={"campaign_id": "99"})
+
+    async def send() -> str:
+        return (await directory.build(server.account_id, "inapp").send(msg)).outcome
+
+    # Playwright's sync API keeps an event loop in this thread: send from another one.
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(lambda: asyncio.run(send())).result() == "sent"
+    finally:
+        engine.dispose()
+
+
+def test_inapp_layouts_banner_toast_and_inbox_only(
+        server: NudgeServer, inbox_secret: str, site: StaticSite, page: Page) -> None:
+    who = "layout-di"
+    signed_in_page(page, site, server, who)
+    page.evaluate("h => nudge.inapp.start({userHash: h, toastMs: 1500})",
+                  user_hash(inbox_secret, who))
+
+    deliver_inapp(server, who, {"title": "Top", "body": "A banner", "layout": "banner"})
+    banner = page.wait_for_selector(".nudge-msg.nudge-banner", timeout=20_000)
+    assert banner.inner_text().count("A banner") == 1
+    page.click(".nudge-msg .nudge-close")  # dismissed
+    page.wait_for_selector(".nudge-msg", state="detached")
+
+    deliver_inapp(server, who, {"title": "Psst", "body": "A toast", "layout": "toast",
+                                "deep_link": "javascript:alert(1)"})
+    toast = page.wait_for_selector(".nudge-msg.nudge-toast", timeout=20_000)
+    assert toast.query_selector(".nudge-cta").inner_text() == "OK"  # the link was refused
+    page.wait_for_selector(".nudge-msg", state="detached")  # toasts leave by themselves
+
+    deliver_inapp(server, who, {"title": "Later", "body": "Inbox only", "layout": "inbox"})
+    wait_for(lambda: any(m["content"]["body"] == "Inbox only"
+                         for m in server_inbox(server, who)), "the inbox-only message")
+    page.wait_for_timeout(1000)  # the stream has had time to deliver it
+    assert page.locator(".nudge-msg").count() == 0
+
+    page.evaluate("nudge.flush()")
+    timeline = wait_for(lambda: (e := [x for x in events(server, who)
+                                       if x["evtName"].startswith("Message ")])
+                        and len(e) >= 3 and e, "the reports")
+    assert [e["evtName"] for e in timeline] == ["Message Viewed", "Message Dismissed",
+                                                "Message Viewed"]
 
 
 # ------------------------------------------------------------------ web push
