@@ -73,14 +73,10 @@ def _principals(inproc: App) -> dict[str, tuple[frozenset[str], object]]:
 
 
 def _call(inproc: App, who: object, method: str, path: str):  # type: ignore[no-untyped-def]
-    url = path
-    for name in ("segment_id", "user_id", "key_id", "campaign_id", "journey_id", "run_id",
-                 "message_id", "id"):
-        url = url.replace("{" + name + "}", "999999")
-    url = url.replace("{channel}", "email")
-    while "{" in url:
+    url = path.replace("{channel}", "email")
+    while "{" in url:  # ids of nothing: "999999" parses as an integer id and as a string
         start, end = url.index("{"), url.index("}")
-        url = url[:start] + "nonexistent" + url[end + 1:]
+        url = url[:start] + "999999" + url[end + 1:]
     extra = {"X-Nudge-Identity": "nobody"}
     body = {} if method in ("POST", "PUT", "PATCH") else None
     if isinstance(who, Browser):

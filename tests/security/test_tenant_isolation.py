@@ -92,12 +92,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         users = b_session.get("/1/users").json()["users"]
         ids["user_id"] = str(users[0]["id"])
         r = httpx.post(srv.url + "/1/campaigns", headers=bh, json={
-            "name": "B campaign", "channel": "email", "audience": {"segment_id":
-                                                                  int(ids["segment_id"])},
-            "content": {"subject": "hi", "body": "hello"}})
-        if r.status_code == 201:
-            body = r.json()
-            ids["campaign_id"] = str(body.get("campaign", body).get("id"))
+            "name": "B campaign", "channels": ["email"],
+            "audience": {"segment_id": int(ids["segment_id"])},
+            "content": {"email": {"subject": "hi", "text": "hello"}}})
+        assert r.status_code == 201, r.text
+        body = r.json()
+        ids["campaign_id"] = str(body.get("campaign", body).get("id"))
         a_session, a_csrf = _owner_session(srv, "owner@a-example.com", srv.account_id)
         yield World(srv, b["id"], b["passcode"], ids, a_session, a_csrf, b_key_prefix)
     finally:
@@ -136,11 +136,13 @@ def _body(identity: str, ids: dict[str, str], real: bool) -> dict[str, Any]:
             "audience": {"segment_id": seg}, "to": ref}
 
 
-def _normalize(text: str, world: World) -> str:
-    for secret in (B_IDENTITY, NONE_IDENTITY, *world.b_ids.values(), NONE_ID):
-        text = text.replace(secret, "<ID>")
-    text = re.sub(r"\d+(\.\d+)?", "#", text)  # timestamps, counts of A's own data
-    return re.sub(r'"[0-9a-f]{16,}"', '"<HEX>"', text)
+def _normalize(text: str) -> str:
+    """Equal for B's object and a made-up one if nothing about B's object shows: the ids
+    themselves (echoed in "no campaign 7") and clock readings are masked."""
+    for ident in (B_IDENTITY, NONE_IDENTITY):
+        text = text.replace(ident, "<IDENTITY>")
+    text = re.sub(r'"[0-9a-f]{16,}"', '"<HEX>"', text)
+    return re.sub(r"\d+(\.\d+)?", "#", text)
 
 
 def _call(world: World, who: str, method: str, url: str, identity: str,
@@ -170,7 +172,7 @@ def test_account_a_cannot_reach_account_b_objects(world: World, who: str) -> Non
         if real.status_code >= 500:
             problems.append(f"{method} {path}: {real.status_code} {real.text[:120]}")
         if real.status_code != fake.status_code or (
-                _normalize(real.text, world) != _normalize(fake.text, world)):
+                _normalize(real.text) != _normalize(fake.text)):
             problems.append(f"{method} {path}: B's id -> {real.status_code} {real.text[:150]!r}"
                             f" but unknown id -> {fake.status_code} {fake.text[:150]!r}")
         leaked = [m for m in (B_EMAIL, B_SEGMENT, B_OWNER, world.b_key_prefix, "B Person")
