@@ -44,7 +44,8 @@ from nudge.privacy.keys import Keyring
 from nudge.store.control import channel_configs as t
 
 RECHECK_S = 2.0
-# Secrets the server creates when a PUT leaves them out; shown once in the PUT response.
+# Secrets the server creates when a PUT leaves them out; shown once in the PUT response
+# (except the VAPID private key, which never leaves the server: browsers need its public key).
 _GENERATED = {("webhook", "secret"), ("inapp", "identity_secret"),
               ("webpush", "vapid_private_key")}
 
@@ -94,7 +95,9 @@ class ChannelDirectory:
             if ch == channel and not config.get(name):
                 value = (_new_vapid_key() if name == "vapid_private_key"
                          else secrets.token_urlsafe(32))
-                config[name] = generated[name] = value
+                config[name] = value
+                if name != "vapid_private_key":  # only its public key is ever needed
+                    generated[name] = value
         instance = cls.from_config(config)  # raises ValidationError naming the field
         _close_soon(instance)
         sealed = self.keyring.seal(account_id, f"channel:{channel}", json.dumps(config).encode())
