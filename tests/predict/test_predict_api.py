@@ -219,6 +219,10 @@ def test_goal_trains_scores_and_feeds_segments_and_campaigns(
     profile = api(srv, "GET", "/1/profile", params={"identity": "p3"}, ok=200).json()["profile"]
     assert profile["predictions"] == person["goals"]
 
+    # Rescoring with the stored model (no training) gives the same scores on the same data.
+    again = api(srv, "POST", f"/1/predict/goals/{goal['id']}/score", ok=200).json()
+    assert again["buckets"] == buckets
+
     # Deleting the goal removes its scores: the segment then matches no one.
     api(srv, "DELETE", f"/1/segments/{seg['id']}", ok=200)
     api(srv, "DELETE", f"/1/predict/goals/{goal['id']}", ok=200)
@@ -242,6 +246,29 @@ def test_churn_goal(srv: NudgeServer) -> None:
     churned_fans = {f"p{u}" for u in range(0, 300, 9)}
     assert len(churned_fans & {s["identity"] for s in scores}) < len(churned_fans)
     api(srv, "DELETE", f"/1/predict/goals/{goal['id']}", ok=200)
+
+
+def test_deadline_goal_and_backtest(srv: NudgeServer) -> None:
+    goal = api(srv, "POST", "/1/predict/goals", {
+        "name": "by the sale", "event": "Charged",
+        "deadline": time.time() + 10 * DAY}, ok=201).json()
+    run = trained(srv, goal["id"])
+    assert run["status"] == "done", run
+    m = api(srv, "GET", f"/1/predict/goals/{goal['id']}/report", ok=200).json()["model"]
+    assert m["metrics"]["horizon_days"] == pytest.approx(10, abs=0.01)
+    api(srv, "DELETE", f"/1/predict/goals/{goal['id']}", ok=200)
+    # A backtest: as if it were 30 days ago.
+    weekly = api(srv, "POST", "/1/predict/goals", {
+        "name": "weekly", "event": "Charged", "horizon_days": 7}, ok=201).json()
+    as_of = time.time() - 30 * DAY
+    run = trained(srv, weekly["id"], {"as_of": as_of})
+    assert run["status"] == "done", run
+    m = api(srv, "GET", f"/1/predict/goals/{weekly['id']}/report", ok=200).json()["model"]
+    assert m["as_of"] == pytest.approx(as_of)
+    assert m["metrics"]["validation_cutoff"] == pytest.approx(as_of - 7 * DAY)
+    bad = api(srv, "POST", f"/1/predict/goals/{weekly['id']}/train", {"as_of": "2999-01-01"})
+    assert bad.status_code == 400 and bad.json()["field"] == "as_of"
+    api(srv, "DELETE", f"/1/predict/goals/{weekly['id']}", ok=200)
 
 
 def test_scheduled_retraining(srv: NudgeServer) -> None:
