@@ -305,3 +305,28 @@ def test_webhook_config_errors(config, field) -> None:
     with pytest.raises(ValidationError) as e:
         WebhookChannel.from_config({"provider": "http", **config})
     assert e.value.field == field
+
+
+def test_retry_after_header_forms() -> None:
+    import datetime as dt
+    from email.utils import format_datetime
+
+    from nudge.engage.channels.provider import retry_after
+
+    now = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+    later = format_datetime(now + dt.timedelta(seconds=90), usegmt=True)
+    assert retry_after("120") == 120
+    assert retry_after(later, now=now.timestamp()) == 90
+    assert retry_after(format_datetime(now - dt.timedelta(hours=1), usegmt=True),
+                       now=now.timestamp()) == 0
+    assert retry_after("10000000") == 24 * 3600  # capped
+    assert retry_after("soon") is None and retry_after(None) is None
+
+
+def test_webhook_retry_after_as_http_date(hook: WebhookReceiver) -> None:
+    from email.utils import formatdate
+
+    hook.fail_next(503, None, {"Retry-After": formatdate(time.time() + 60, usegmt=True)})
+    [r] = run(WebhookChannel.from_config(hook.channel_config()),
+              message("webhook", "", {"body": {}}))
+    assert r.outcome == "retry" and 50 <= r.retry_after <= 60
