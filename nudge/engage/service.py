@@ -127,6 +127,10 @@ class Engage:
         from .worker import DeliveryWorker
 
         self.loop = asyncio.get_running_loop()
+        # httpx logs every request at INFO with its full URL: one line per message sent (a
+        # measurable cost at volume) and provider URLs can carry credentials.
+        logging.getLogger("httpx").setLevel(max(logging.WARNING,
+                                                logging.getLogger("httpx").level))
         self.wake = asyncio.Event()
         self.bus = LiveBus(self)
         self.scheduler = Scheduler(self)
