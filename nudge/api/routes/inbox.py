@@ -14,7 +14,6 @@ Who may read an inbox (see docs/api.md, "Inbox"):
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
 import json
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from nudge.engage.channel_config import ChannelDirectory, channel_directory, user_hash
 from nudge.engage.inbox import Inbox
 from nudge.errors import AuthError, ValidationError
+from nudge.store.account import AccountStore
 from nudge.tenancy.sessions import COOKIE as SESSION_COOKIE
 
 from ..context import (
@@ -48,29 +48,19 @@ class _Reader:
     account_id: str
     identity: str
     user_id: int | None
-    store: object
+    store: AccountStore
 
     @property
     def inbox(self) -> Inbox:
         return self.directory.inbox
 
     def resolve(self) -> int | None:
-        self.user_id = self.store.user_for("identity", self.identity)  # type: ignore[attr-defined]
+        self.user_id = self.store.user_for("identity", self.identity)
         return self.user_id
 
 
 def _param(request: Request, header: str, query: str) -> str | None:
     return request.headers.get(header) or request.query_params.get(query) or None
-
-
-def _write_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("basic "):
-        try:
-            return base64.b64decode(auth[6:].strip()).decode().split(":", 1)[0] or None
-        except (ValueError, UnicodeDecodeError):
-            raise AuthError("malformed Authorization header") from None
-    return _param(request, "x-nudge-write-key", "write_key")
 
 
 def _reader(request: Request) -> _Reader:
@@ -85,11 +75,13 @@ def _reader(request: Request) -> _Reader:
         # signed-in dashboard user
         _, account_id, store = passcode_account(request)
     else:
-        key = _write_key(request)
-        if not key:
+        if not (request.headers.get("authorization")
+                or _param(request, "x-nudge-write-key", "write_key")):
             raise AuthError("passcode headers, or the write key with user_hash, are required")
-        # the same resolution and per-key rate limit as every write-key route
-        _, account_id, store = write_key_account(request, body_key=key)
+        # the same resolution (basic auth user first) and per-key rate limit as every
+        # write-key route
+        _, account_id, store = write_key_account(
+            request, body_key=_param(request, "x-nudge-write-key", "write_key"))
         given = _param(request, "x-nudge-user-hash", "user_hash")
         if not given:
             raise AuthError("user_hash is required with the write key")
