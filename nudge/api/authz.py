@@ -182,7 +182,10 @@ def _resolve(request: Request, auth: Auth) -> Caller:
         if not account_id:
             raise AuthError("X-Nudge-Account-Id and X-Nudge-Passcode headers are required")
         found = auth.keys.lookup(account_id, key)
-        if found is None:
+        # The public write key works only where Segment-style clients send it (basic auth on
+        # /v1/*, the inbox's user_hash path): in these headers it is refused like a wrong key,
+        # so a leaked page key never opens the server API (docs/api.md: not interchangeable).
+        if found is None or found.kind == "write":
             raise AuthError("unknown account or wrong key")
         return Caller(account_id, f"key:{found.prefix}", permissions_of_key(found.kind),
                       key=found)

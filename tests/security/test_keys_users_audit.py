@@ -36,7 +36,8 @@ def test_key_scopes_and_lifecycle(inproc: App) -> None:
     assert inproc.client.get("/1/keys", headers=rh).status_code == 403
     # write key: ingest only
     wh = inproc.key_headers(key=inproc.a.write_key)
-    assert inproc.client.get("/1/segments", headers=wh).status_code == 403
+    assert inproc.client.get("/1/segments", headers=wh).status_code == 401
+    assert inproc.client.post("/1/upload", headers=wh, json={"d": []}).status_code == 401
     assert inproc.client.post("/v1/track", auth=(inproc.a.write_key, ""),
                               json={"userId": "u1", "event": "Viewed"}).status_code == 200
     # listing shows prefixes, never secrets or hashes
