@@ -244,7 +244,7 @@ async def scores(goal_id: int, request: Request) -> Response:
             return mine[0]
         if goal_id not in scored_goals(ctx.store):
             return {"scores": []}
-        where, params = "s.goal_id = ?", [goal_id]
+        where, params = "s.goal_id = ?", list[Any]([goal_id])
         if bucket is not None:
             where += " AND s.bucket = ?"
             params.append(bucket)

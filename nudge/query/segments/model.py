@@ -440,7 +440,7 @@ def _rfm_score(p: _Parser, d: Any, path: str, depth: int) -> Node:
                 isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 5 for x in v):
             raise DefinitionError(f"{path}.{k}", "must be a non-empty list of scores 1-5")
         scores[k] = tuple(sorted(set(v)))
-    return Rfm(**scores)
+    return Rfm(r=scores.get("r", ()), f=scores.get("f", ()), m=scores.get("m", ()))
 
 
 def _goal_id(p: _Parser, obj: dict[str, Any], path: str) -> int:
