@@ -46,6 +46,7 @@ def _wire(v: Any) -> Any:
 
 _JSON = msgspec.json.Encoder()
 US = 1_000_000
+_PROFILE_IDS = ("identity", "email", "phone")  # identifiers that are profile columns too
 # Sets of Python types whose values go into a typed column as they are, with no per-value
 # decision (see Commit._event_group).
 _VECTOR_TYPES = {frozenset({str}): "string", frozenset({bool}): "boolean",
@@ -98,6 +99,7 @@ class Commit:
         new_ids, new_ids_set, events = plan.new_ids, plan.new_ids_set, plan.events
         assigned, created, merges = res.assigned, res.created, res.merges
         known = self.resolver.state.ids
+        final = self.resolver.final
         for rec in self.records:
             mid = rec.message_id
             if mid in seen or mid in new_ids_set:
@@ -110,7 +112,8 @@ class Commit:
                 # The common case: an event of a known user, with nothing to attach or merge
                 # (its profile is re-pointed through merges in run()).
                 (key,) = ids.items()
-                if key not in assigned:
+                uid = assigned.get(key)
+                if uid is None:
                     uid = known.get(key)
                     if uid is not None:
                         errors.append(None)
@@ -118,6 +121,19 @@ class Commit:
                         new_ids_set.add(mid)
                         events.append((rec, uid))
                         continue
+                else:
+                    # A key attached earlier in this commit (a new user's later events):
+                    # the same outcome as resolve() and the identifier bookkeeping below.
+                    uid = final(uid)
+                    errors.append(None)
+                    new_ids.append(mid)
+                    new_ids_set.add(mid)
+                    fields = {key[0]: key[1]} if key[0] in _PROFILE_IDS else {}
+                    if fields or uid in created:
+                        plan.actions.append(("ids", uid, fields))
+                        plan.touched.add(uid)
+                    events.append((rec, uid))
+                    continue
             merges_before = len(merges)
             try:
                 uid = resolve(rec)
@@ -135,7 +151,7 @@ class Commit:
             # known user must not cost a profile rewrite.
             if assigned or uid in created:
                 fields = {k: v for k, v in rec.ids.items()
-                          if k in ("identity", "email", "phone") and (k, v) in assigned}
+                          if k in _PROFILE_IDS and (k, v) in assigned}
                 if fields or uid in created:
                     plan.actions.append(("ids", uid, fields))
                     plan.touched.add(uid)
@@ -321,7 +337,9 @@ class Commit:
                 g.append(i)
         self._pending_event_props = set()
         self._event_names = len(groups)
-        parts = [self._event_group(event or "", idx, [recs[i].props for i in idx])
+        props = {event: [recs[i].props for i in idx] for event, idx in groups.items()}
+        self._place_new_properties(groups, props)
+        parts = [self._event_group(event or "", idx, props[event])
                  for event, idx in groups.items()]
         if len(parts) == 1:
             typed = parts[0]
@@ -342,6 +360,29 @@ class Commit:
         }
         return pa.Table.from_arrays([*fixed.values(), *typed.columns],
                                     names=[*fixed, *typed.column_names])
+
+    def _place_new_properties(self, groups: dict[str, list[int]],
+                              props: dict[str, list[dict[str, Any]]]) -> None:
+        """Allocate columns for new property names in the order the records show them.
+
+        Groups are processed event by event; a new name's type (and, when the column budget
+        runs out, whether it gets a column at all) must still follow the first record that
+        has a typed value for it, as if the records were written one by one.
+        """
+        catalog = self.store.catalog
+        first: dict[str, tuple[int, int, Any]] = {}
+        for event, idx in groups.items():
+            rows = props[event]
+            for name in dict.fromkeys(chain.from_iterable(rows)):
+                if catalog.get("event", name) is not None:
+                    continue
+                for i, p in zip(idx, rows, strict=True):
+                    if name in p and value_type(p[name]) is not None:
+                        if name not in first or i < first[name][0]:
+                            first[name] = (i, list(p).index(name), p[name])
+                        break
+        for name, (_, _, value) in sorted(first.items(), key=lambda kv: kv[1][:2]):
+            catalog.place("event", name, value)
 
     def _event_group(self, event: str, idx: list[int], props: list[dict[str, Any]]) -> pa.Table:
         """Typed columns, overflow JSON and row positions (``_i``) of one event's records."""
