@@ -10,9 +10,10 @@ For a goal and a cutoff time ``c`` every person with an event before ``c`` gets:
 - **activity**: days since the last and the first event of any kind (tenure), events in the
   last 1 / 7 / 30 / 90 days and ever, distinct active days in the last 7 / 30 / 90 days
   (sessions);
-- **other behaviour**: for the account's most frequent other events (up to ``TOP_EVENTS``,
-  which includes delivery and engagement events such as ``Notification Clicked`` when the
-  account has them), counts in the last 30 days and ever;
+- **engagement with messages and other behaviour**: for the events Nudge's delivery writes
+  back (``Message Sent``, ``Message Opened``, ``Message Clicked``, ``Campaign Converted``)
+  when the account has them, and for its most frequent other events (up to ``TOP_EVENTS``),
+  counts in the last 30 days and ever;
 - **profile properties**: number and boolean properties as they are, strings with at most
   ``MAX_CATEGORIES`` distinct values as categories. (Profiles hold current values, not values
   as of ``c``; properties that only change because of the outcome would leak — such as a
@@ -39,6 +40,11 @@ from .goals import DAY, Goal
 from .rfm import load_settings
 
 TOP_EVENTS = 15
+# Events Nudge's own delivery writes back (nudge/engage). Sent / delivered / failed are not
+# the person's activity: they count neither as activity for churn nor as "active".
+DELIVERY_EVENTS = ("Message Sent", "Message Delivered", "Message Failed")
+# Engagement with messages: always features when the account has them.
+ENGAGEMENT_EVENTS = ("Message Sent", "Message Opened", "Message Clicked", "Campaign Converted")
 MAX_CATEGORIES = 32
 COUNT_WINDOWS = (7, 30, 90, 365)
 ACTIVITY_WINDOWS = (1, 7, 30, 90)
@@ -68,9 +74,12 @@ def plan_features(store: AccountStore, goal: Goal) -> FeaturePlan:
     money = store.catalog.get("event", settings.property)
     spec = goal.spec
     with store.cursor() as cur:
-        top = [r[0] for r in cur.execute(
+        known = {r[0] for r in cur.execute("SELECT event FROM event_catalog").fetchall()}
+        top = [e for e in ENGAGEMENT_EVENTS if e in known and (spec is None or
+                                                                e != spec.event)]
+        top += [r[0] for r in cur.execute(
             "SELECT event FROM event_catalog WHERE event <> ? ORDER BY count DESC, event "
-            "LIMIT ?", [spec.event if spec else "", TOP_EVENTS]).fetchall()]
+            "LIMIT ?", [spec.event if spec else "", TOP_EVENTS]).fetchall() if r[0] not in top]
         numeric, categorical = [], []
         for col in sorted(store.catalog.by_scope("profile"), key=lambda c: c.name):
             if col.type in ("number", "boolean"):
@@ -202,12 +211,13 @@ def features_at(store: AccountStore, plan: FeaturePlan, c: float,
     assert names == plan.names, "the account's data changed the feature plan"
     having = ""
     if active_within_days is not None:
-        having = " HAVING max(e.ts) >= ?"
+        having = (" HAVING max(e.ts) FILTER (WHERE e.event NOT IN "
+                  f"({', '.join('?' * len(DELIVERY_EVENTS))})) >= ?")
     agg = (f"SELECT e.user_id, {', '.join(items)} FROM events e WHERE e.ts < ? "
            f"GROUP BY e.user_id{having}")
     params = params + [to_ts(c)]
     if active_within_days is not None:
-        params.append(to_ts(c - active_within_days * DAY))
+        params += [*DELIVERY_EVENTS, to_ts(c - active_within_days * DAY)]
     prof = [f"p.{col}" for _, col in plan.profile_numeric] + \
         [f"p.{col}" for _, col, _ in plan.profile_categorical]
     sql = (f"SELECT a.*{''.join(', ' + p for p in prof)} FROM ({agg}) a "
@@ -240,11 +250,14 @@ def _as_float(col: Any) -> np.ndarray:
 
 
 def outcome_users(store: AccountStore, goal: Goal, start: float, end: float) -> np.ndarray:
-    """Ids of people who did the goal's event (any event, for churn) in [start, end)."""
+    """Ids of people who did the goal's event (for churn: anything but deliveries of our
+    messages) in [start, end)."""
     with store.cursor() as cur:
         if goal.spec is None:
-            rows = cur.execute("SELECT DISTINCT user_id FROM events WHERE ts >= ? AND ts < ?",
-                               [to_ts(start), to_ts(end)]).fetchall()
+            rows = cur.execute(
+                "SELECT DISTINCT user_id FROM events WHERE ts >= ? AND ts < ? AND event NOT IN "
+                f"({', '.join('?' * len(DELIVERY_EVENTS))})",
+                [to_ts(start), to_ts(end), *DELIVERY_EVENTS]).fetchall()
         else:
             cond, params = _predicate(store, goal.spec, start)
             rows = cur.execute(f"SELECT DISTINCT e.user_id FROM events e WHERE {cond} "
