@@ -149,6 +149,10 @@ def test_people_without_purchases_are_reported_separately(store: AccountStore) -
         else:
             assert row["users"] == 0
     assert sum(c["users"] for c in report["grid"]) == len(want)
+    assert report["cuts"]["f"] == list(np.quantile(want.frequency.to_numpy(), [0.2, 0.4, 0.6, 0.8],
+                                                   method="inverted_cdf"))
+    assert report["cuts"]["m"] == pytest.approx(list(np.quantile(
+        want.monetary.to_numpy(), [0.2, 0.4, 0.6, 0.8], method="inverted_cdf")))
     assert rfm.for_user(store, rfm.RfmSettings(), NOW, 10**9)["segment"] == "no_purchases"
 
 
