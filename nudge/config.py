@@ -66,6 +66,7 @@ class Settings:
     # expansion batch, and the public base URL used in tracking and unsubscribe links.
     engage_workers: int = 2
     engage_claim_batch: int = 200
+    engage_channel_concurrency: int = 64
     engage_max_attempts: int = 6
     engage_send_timeout_ms: int = 10_000
     engage_backoff_ms: int = 2_000

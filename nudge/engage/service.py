@@ -88,6 +88,7 @@ class Engage:
         self.tasks: list[asyncio.Task[Any]] = []
         self.stopping = False
         self._inactive: tuple[float, set[int]] = (0.0, set())
+        self._slots: dict[tuple[str, str], asyncio.Semaphore] = {}
 
     # -- channels ----------------------------------------------------------------------------
     def channel(self, account_id: str, name: str) -> Channel:
@@ -98,6 +99,16 @@ class Engage:
             self.channels[key] = ch
             self.limiter.set_rate(key, getattr(ch, "rate_per_second", None))
         return ch
+
+    def slots(self, account_id: str, name: str) -> asyncio.Semaphore:
+        """Concurrent sends per (account, channel), shared by this process's workers: kept
+        below the channels' HTTP connection pools (100), since requests queued on an
+        exhausted httpx pool and then cancelled by our timeout were seen to stall it."""
+        key = (account_id, name)
+        sem = self._slots.get(key)
+        if sem is None:
+            sem = self._slots[key] = asyncio.Semaphore(self.settings.engage_channel_concurrency)
+        return sem
 
     def timezone(self, account_id: str) -> str:
         return self.accounts.get(account_id).timezone

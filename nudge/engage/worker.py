@@ -145,14 +145,17 @@ class DeliveryWorker:
                       meta={"campaign_id": r.campaign_id, "variant": r.variant,
                             "message_id": r.id, **{k: v for k, v in meta.items()
                                                    if k == "token_kind"}})
-        await e.limiter.acquire((r.account_id, r.channel))
-        try:
-            result = await asyncio.wait_for(channel.send(msg), self.timeout)
-        except TimeoutError:
-            result = SendResult("retry", error=f"provider did not answer in {self.timeout:g} s")
-        except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the message
-            log.warning("channel %s raised for message %s", r.channel, r.id, exc_info=True)
-            result = SendResult("retry", error=f"channel error: {type(exc).__name__}")
+        async with e.slots(r.account_id, r.channel):
+            await e.limiter.acquire((r.account_id, r.channel))
+            try:
+                result = await asyncio.wait_for(channel.send(msg), self.timeout)
+            except TimeoutError:
+                result = SendResult("retry",
+                                    error=f"provider did not answer in {self.timeout:g} s")
+            except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the message
+                log.warning("channel %s raised for message %s", r.channel, r.id,
+                            exc_info=True)
+                result = SendResult("retry", error=f"channel error: {type(exc).__name__}")
         return Outcome(r, result)
 
     # -- after sending -----------------------------------------------------------------------

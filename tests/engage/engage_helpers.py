@@ -73,69 +73,44 @@ def everyone() -> dict[str, Any]:
 
 
 class CountingReceiver:
-    """An instant webhook endpoint (plain asyncio HTTP/1.1 with keep-alive, in a thread):
-    answers 200 at once and records every request's ``X-Nudge-Idempotency-Key``. Like a
-    provider that deduplicates on that key, ``accepted`` is the set of distinct keys;
-    ``requests`` counts every POST, repeats included."""
+    """An instant webhook endpoint in a subprocess (tests/engage/receiver_proc.py) that
+    records every request's ``X-Nudge-Idempotency-Key``. Like a provider that deduplicates
+    on that key, ``accepted`` is the set of distinct keys; ``requests`` counts every POST,
+    repeats included."""
 
-    def __init__(self) -> None:
-        import socket
-        import threading
+    def __init__(self, directory: Path) -> None:
+        import subprocess
+        import sys
 
-        self.keys: dict[str, int] = {}
-        self.requests = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(512)
-        self.port = self.sock.getsockname()[1]
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.log = directory / "received.log"
+        port_file = directory / "receiver.port"
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.engage.receiver_proc",
+                                      str(port_file), str(self.log)],
+                                     cwd=Path(__file__).resolve().parents[2])
+        wait_for(port_file.exists, timeout=120, what="receiver started")
+        self.port = int(port_file.read_text())
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
+    def lines(self) -> list[str]:
+        if not self.log.exists():
+            return []
+        text = self.log.read_text()
+        return [x for x in text[:text.rfind("\n") + 1].splitlines() if x]
+
     @property
     def accepted(self) -> set[str]:
-        with self._lock:
-            return set(self.keys)
+        return set(self.lines())
 
-    def _run(self) -> None:
-        import asyncio
+    @property
+    def requests(self) -> int:
+        return len(self.lines())
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while True:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length, key = 0, None
-                    for line in head.split(b"\r\n")[1:]:
-                        name, _, value = line.partition(b":")
-                        n = name.strip().lower()
-                        if n == b"content-length":
-                            length = int(value.strip())
-                        elif n == b"x-nudge-idempotency-key":
-                            key = value.strip().decode()
-                    if length:
-                        await reader.readexactly(length)
-                    with self._lock:
-                        self.requests += 1
-                        if key is not None:
-                            self.keys[key] = self.keys.get(key, 0) + 1
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                                 b"content-length: 2\r\n\r\n{}")
-                    await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-                pass
-            finally:
-                writer.close()
-
-        async def main() -> None:
-            server = await asyncio.start_server(handle, sock=self.sock)
-            async with server:
-                await server.serve_forever()
-
-        asyncio.run(main())
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 class PatientServer(NudgeServer):

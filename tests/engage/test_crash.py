@@ -19,9 +19,10 @@ from tests.engage import engage_helpers as h
 # too loaded to send 100k webhooks in reasonable time.
 N = int(os.environ.get("NUDGE_TEST_CRASH_RECIPIENTS", "100000"))
 CLAIM_BATCH, WORKERS = 200, 2
-ENV = {"NUDGE_ENGAGE_POLL_MS": "50", "NUDGE_ENGAGE_LEASE_S": "5",
-       "NUDGE_ENGAGE_SEND_TIMEOUT_MS": "3000", "NUDGE_ENGAGE_CLAIM_BATCH": str(CLAIM_BATCH),
-       "NUDGE_ENGAGE_WORKERS": str(WORKERS), "NUDGE_ENGAGE_EXPAND_BATCH": "2000"}
+ENV = {"NUDGE_ENGAGE_POLL_MS": "50", "NUDGE_ENGAGE_LEASE_S": "30",
+       "NUDGE_ENGAGE_SEND_TIMEOUT_MS": "10000", "NUDGE_ENGAGE_CLAIM_BATCH": str(CLAIM_BATCH),
+       "NUDGE_ENGAGE_WORKERS": str(WORKERS), "NUDGE_ENGAGE_EXPAND_BATCH": "2000",
+       "NUDGE_ENGAGE_CHANNEL_CONCURRENCY": "16"}
 
 
 def run_state(db: Path) -> tuple[int, int, str] | None:
@@ -31,7 +32,8 @@ def run_state(db: Path) -> tuple[int, int, str] | None:
 
 @pytest.mark.slow
 def test_kill_9_during_expansion_and_during_send(tmp_path: Path) -> None:
-    receiver = h.CountingReceiver()
+    (tmp_path / "rx").mkdir()
+    receiver = h.CountingReceiver(tmp_path / "rx")
     srv = h.start_server(tmp_path, ENV)
     try:
         h.configure(srv, "webhook", {"provider": "http", "url": receiver.url,
@@ -64,6 +66,7 @@ def test_kill_9_during_expansion_and_during_send(tmp_path: Path) -> None:
                            timeout=120, what="campaign completed")
     finally:
         srv.stop()
+        receiver.stop()
     assert cursor_at_kill is not None and cursor_at_kill[0] < eligible
     assert sent_at_kill < eligible
     with sqlite3.connect(tmp_path / "control.db") as con:

@@ -364,3 +364,11 @@ def test_provider_send_rate_is_honored(srv: NudgeServer, hook: WebhookReceiver) 
         assert stamps[-1] - stamps[0] >= 2, stamps
     finally:
         h.configure(srv, "webhook", hook.channel_config())
+
+
+def test_no_provider_secret_in_the_server_log(srv: NudgeServer, twilio: TwilioServer,
+                                              smtp: SmtpServer) -> None:
+    log = (srv.data_dir / "server.log").read_text()
+    assert "engage started" in log
+    for secret in (SECRET, twilio.auth_token, smtp.password):
+        assert secret not in log
