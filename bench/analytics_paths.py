@@ -340,18 +340,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"# DISAGREEMENT on {n}: " + json.dumps(
                 {e: str(r)[:400] for e, r in results[n].items()}))
     times: dict[str, dict[str, list[float]]] = {n: {e: [] for e in engines[n]} for n in names}
+    cpu: dict[str, dict[str, list[float]]] = {n: {e: [] for e in engines[n]} for n in names}
     for r in range(args.reps):
         for n in names:
             order = engines[n]
             for e in order[r % len(order):] + order[:r % len(order)]:
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 reports.run(n, e)
                 times[n][e].append(time.perf_counter() - t)
+                cpu[n][e].append(time.process_time() - c)
     reports.close()
     med = {n: {e: median(v) * 1000 for e, v in times[n].items()} for n in names}
+    med_cpu = {n: {e: median(v) * 1000 for e, v in cpu[n].items()} for n in names}
     _print(names, med, agree, results, args.reps)
+    # CPU time of this process (all threads: DuckDB's and chDB's too): on a loaded machine
+    # it shows what each engine costs when it runs alone.
+    print("\n# CPU ms (all threads of this process), medians")
+    print(table(["report", *sorted({e for n in names for e in engines[n]})],
+                [[_describe(n), *(med_cpu[n].get(e, "–") for e in
+                                  sorted({e for m in engines.values() for e in m}))]
+                 for n in names]))
     result = {"users": args.users, "events": args.events, "reps": args.reps,
-              "median_ms": med, "agree": agree}
+              "median_ms": med, "median_cpu_ms": med_cpu, "agree": agree}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result
