@@ -18,7 +18,7 @@ from nudge import demo
 from nudge.clock import clock
 from nudge.config import load_settings
 from nudge.ingest.records import Record, RecordError, RecordInvalid
-from nudge.ingest.upload import _FAST_KEYS, _fast_event, parse_record, parse_records
+from nudge.ingest.upload import _FAST_KEYS, _bulk_events, _fast_event, parse_record, parse_records
 
 LIMITS = load_settings().limits
 NOW = float(int(clock.now()))  # check_ts compares with the clock itself
@@ -135,3 +135,21 @@ def test_demo_records_match_parse_record() -> None:
     got, want = both(chunk)
     assert got == want
     assert not got[1]
+
+
+def test_bulk_check_takes_whole_batches_and_leaves_odd_ones_to_the_record_path() -> None:
+    chunk = next(iter(demo.generate(300, 6000, seed=5, now=NOW, chunk_size=5000)))
+    events = [r for r in chunk if r["type"] == "event"]
+    max_ts = NOW + LIMITS.future_skew_s
+    bulk = _bulk_events(copy.deepcopy(events), list(range(len(events))), NOW, LIMITS, max_ts)
+    assert bulk is not None  # the demo's events are all plain
+    assert bulk == reference(events)[0]
+    # One record of any odd kind makes the bulk check hand the batch to the record path.
+    for odd, _ in CASES:
+        if isinstance(odd, dict) and odd.get("type") == "event" and _FAST_KEYS.issuperset(odd):
+            batch = [*events[:50], odd]
+            got = _bulk_events(copy.deepcopy(batch), list(range(51)), NOW, LIMITS, max_ts)
+            if not fast_taken(odd):
+                assert got is None, odd
+            else:
+                assert got == reference(batch)[0]
