@@ -73,6 +73,10 @@ class Settings:
     engage_poll_ms: int = 1_000
     engage_lease_s: int = 120
     engage_expand_batch: int = 5_000
+    journey_poll_ms: int = 250  # issue 7: journeys (docs/journeys.md)
+    journey_step_batch: int = 1_000
+    journey_entry_batch: int = 5_000
+    journey_segment_poll_s: int = 60
     public_url: str = "http://127.0.0.1:8080"
     # Predict (docs/predict.md): OpenMP threads per model fit, and how often the in-process
     # scheduler looks for goals due for retraining (0: no scheduler in this process).

@@ -19,15 +19,17 @@ from nudge.tenancy.accounts import AccountDirectory
 
 from . import errors
 from nudge.engage.service import start_engage
+from nudge.journeys.engine import start_journeys
 
 from .context import Nudge
-from .routes import gdpr as gdpr_routes
 from .cors import BrowserCORS
 from .routes import analytics, analytics_paths, ingest, ops, profiles, sdk, segments
 from .routes import channels, inbox
-from .routes import auth as auth_routes
 from .routes import campaigns, tracking  # issue 5: campaigns, delivery, tracking
 from .routes import predict as predict_routes  # issue 8: RFM, goals, training, scores
+from .routes import journeys as journeys_routes  # issue 7: journeys
+from .routes import auth as auth_routes
+from .routes import gdpr as gdpr_routes
 from .authz import Auth
 from .security import SecurityHeaders
 
@@ -47,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
         # nudge backup / nudge gdpr from the CLI run in here (nudge/privacy/admin.py).
         admin = AdminSocket(Instance(settings, nudge.accounts, nudge.stores, keyring)).start()
         engage = await start_engage(app, nudge)  # issue 5: delivery workers, scheduler, bus
+        journeys = await start_journeys(app, nudge)  # issue 7: journey engine
         retrain = RetrainSchedule(nudge).start()  # issue 8: goals' retraining timer
         nudge.ready = True
         log.info("nudge ready", extra={"accounts": len(nudge.accounts.list())})
@@ -54,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             nudge.ready = False
+            await journeys.stop()
             await engage.stop()
             retrain.stop()
             admin.close()
@@ -72,10 +76,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     for module in (channels, inbox):  # issue 5: provider configs, in-app inbox
         app.include_router(module.router)
+    app.include_router(auth_routes.router)  # issue 6: sign-in, users, API keys, audit
     app.include_router(gdpr_routes.router)  # issue 6: GDPR access, erasure, suppression
     for module in (campaigns, tracking):  # issue 5: campaigns, delivery, tracking links
         app.include_router(module.router)
-    app.include_router(auth_routes.router)  # issue 6: sign-in, users, API keys, audit
     app.include_router(predict_routes.router)  # issue 8: predictive segments
+    app.include_router(journeys_routes.router)  # issue 7: journeys
     app.add_middleware(SecurityHeaders, tls=settings.tls)
     return app

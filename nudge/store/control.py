@@ -382,6 +382,82 @@ sa.Index("ix_predict_runs_goal", predict_runs.c.goal_id)
 # -- end predict ------------------------------------------------------------------------------
 
 
+# -- journeys (issue 7): definitions, immutable versions, per-user state, step executions -----
+# See nudge/journeys/ and docs/journeys.md. An entry's node/state/due_at change in the same
+# transaction as the journey_steps row (unique step_key) and any outbox rows of that step.
+journeys = sa.Table(
+    "journeys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # draft|published|paused|stopped
+    sa.Column("definition", sa.Text, nullable=False),  # the draft (next version)
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),  # newest published
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+)
+sa.Index("ix_journeys_account", journeys.c.account_id)
+
+journey_versions = sa.Table(
+    "journey_versions",
+    metadata,
+    sa.Column("journey_id", sa.Integer, sa.ForeignKey("journeys.id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("published_at", sa.Float, nullable=False),
+)
+
+journey_entries = sa.Table(
+    "journey_entries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), nullable=False),
+    sa.Column("journey_id", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    # What caused the entry (event message id, segment poll, API request): unique per
+    # journey, so a redelivered event or a retried API call never enters twice.
+    sa.Column("entry_key", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # active | exited
+    sa.Column("node", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # ready | delay | wait
+    sa.Column("seq", sa.Integer, nullable=False, server_default="0"),  # steps run so far
+    sa.Column("due_at", sa.Float, nullable=True),  # ready: now; delay/wait: timer
+    sa.Column("wait_event", sa.String(200), nullable=True),
+    sa.Column("context", sa.Text, nullable=True),  # JSON: the entry event's properties
+    sa.Column("entered_at", sa.Float, nullable=False),
+    sa.Column("exited_at", sa.Float, nullable=True),
+    sa.Column("exit_reason", sa.String(64), nullable=True),
+    sa.Column("converted_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("journey_id", "entry_key", name="uq_journey_entry_key"),
+)
+sa.Index("ix_journey_entries_due", journey_entries.c.status, journey_entries.c.due_at)
+sa.Index("ix_journey_entries_user", journey_entries.c.account_id, journey_entries.c.user_id,
+         journey_entries.c.status)
+sa.Index("ix_journey_entries_journey", journey_entries.c.journey_id, journey_entries.c.status,
+         journey_entries.c.node)
+
+journey_steps = sa.Table(
+    "journey_steps",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), nullable=False),
+    sa.Column("journey_id", sa.Integer, nullable=False),
+    sa.Column("entry_id", sa.Integer, nullable=False),
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("node", sa.String(64), nullable=False),
+    # j<journey>:v<version>:e<entry>:<seq>:<node>: each step of an entry runs once, ever
+    # (seq makes a loop's second pass through a node a different step).
+    sa.Column("step_key", sa.String(200), nullable=False, unique=True),
+    sa.Column("outcome", sa.String(64), nullable=True),  # branch taken, message key, ...
+    sa.Column("at", sa.Float, nullable=False),
+)
+sa.Index("ix_journey_steps_entry", journey_steps.c.entry_id)
+# -- end journeys -----------------------------------------------------------------------------
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

@@ -1,0 +1,1 @@
+"""Journeys: multi-step automation with durable per-user state (docs/journeys.md)."""
