@@ -279,7 +279,7 @@ def erase_control_rows(engine: Engine, account_id: str, ids: list[int]) -> dict[
     if not ids:
         return out
     with engine.begin() as conn:
-        for table in person_tables():
+        for table in reversed(person_tables()):  # children before parents
             res = conn.execute(table.delete().where(table.c.account_id == account_id,
                                                     table.c.user_id.in_(ids)))
             out[table.name] = int(res.rowcount or 0)
