@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import header, loadavg
 from nudge.engage.channels.email import EmailChannel
 from nudge.engage.channels.webhook import WebhookChannel
 from tests.engage.providers import SmtpServer, WebhookReceiver, message, tls_pair
@@ -87,6 +88,7 @@ def main() -> None:
     ap.add_argument("--emails", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    header("Channels: one cached channel instance vs one per message")
     results: dict[str, list[float]] = {k: [] for k in (
         "webhook pooled", "webhook per message", "email session", "email per message")}
     with tempfile.TemporaryDirectory() as tmp, WebhookReceiver(SECRET) as hook, \
@@ -109,6 +111,7 @@ def main() -> None:
     print(f"webhook pooled / per message: {webhook:.2f}x")
     print(f"email session / per message:  {med['email session'] / med['email per message']:.2f}x")
     print(f"transient failures retried: {RETRIES or 'none'}")
+    print(f"# medians of {args.rounds} interleaved rounds; load {loadavg()}")
 
 
 if __name__ == "__main__":
