@@ -80,6 +80,15 @@ def add_control_rows(srv: NudgeServer, user_id: int, tag: str) -> None:
             "created_at) VALUES (?, ?, ?, '{}', ?, ?)",
             (srv.account_id, user_id, uuid.uuid4().hex[:20],
              json.dumps({"title": f"Hello {tag}"}), time.time()))
+        # Journey state (an entry and a step taken), as the journey engine writes it.
+        cur = con.execute(
+            "INSERT INTO journey_entries (account_id, journey_id, version, user_id, entry_key, "
+            "status, node, state, entered_at) VALUES (?, 1, 1, ?, ?, 'active', 'wait-1', "
+            "'waiting', ?)", (srv.account_id, user_id, f"{tag}-{uuid.uuid4().hex}", time.time()))
+        con.execute(
+            "INSERT INTO journey_steps (account_id, journey_id, entry_id, user_id, node, "
+            "step_key, at) VALUES (?, 1, ?, ?, 'start', ?, ?)",
+            (srv.account_id, cur.lastrowid, user_id, uuid.uuid4().hex, time.time()))
         con.commit()
     finally:
         con.close()
@@ -143,6 +152,7 @@ def test_erasure_of_a_person_with_10000_events_leaves_nothing(populated: NudgeSe
     assert deleted["profiles"] == 1
     assert deleted["identifiers"] == 4  # identity, email, phone, device id
     assert deleted["merges"] == 1 and deleted["outbox"] == 1 and deleted["inbox_messages"] == 1
+    assert deleted["journey_entries"] == 1 and deleted["journey_steps"] == 1
 
     # Nothing about alice is visible any more, anywhere.
     for q in ({"identity": "alice"}, {"email": "alice@example.com"},
@@ -161,6 +171,9 @@ def test_erasure_of_a_person_with_10000_events_leaves_nothing(populated: NudgeSe
     assert inbox.status_code in (200, 404) and not inbox.json().get("messages"), inbox.text
     assert control_rows(srv, "outbox", alice["id"]) == 0
     assert control_rows(srv, "inbox_messages", alice["id"]) == 0
+    assert control_rows(srv, "journey_entries", alice["id"]) == 0
+    assert control_rows(srv, "journey_steps", alice["id"]) == 0
+    assert control_rows(srv, "journey_entries", bob["id"]) == 1
     assert control_rows(srv, "outbox", bob["id"]) == 1  # others untouched
     access = ok(post(srv, "/1/gdpr/access", {"subjects": [{"identity": "alice"}]}))
     assert access["people"] == [{"subject": 0, "found": False}]
@@ -239,6 +252,8 @@ def test_access_exports_everything_about_one_person(populated: NudgeServer) -> N
     assert p["consent"]["suppressed"] is False
     assert [m["to_addr"] for m in p["outbox"]] == ["bob@example.com"]
     assert len(p["inbox_messages"]) == 1 and len(p["merged_ids"]) == 1
+    assert [e["node"] for e in p["journey_entries"]] == ["wait-1"]
+    assert len(p["journey_steps"]) == 1
     # The export is not kept; only the receipt.
     got = ok(httpx.get(f"{srv.url}/1/gdpr/requests/{out['request_id']}", headers=srv.headers))
     assert got["receipt"]["people"][0]["events"] == 40
