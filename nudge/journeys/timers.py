@@ -27,9 +27,17 @@ def _resolve(naive: dt.datetime, tz: str) -> float:
     z = ZoneInfo(tz)
     aware = naive.replace(tzinfo=z)
     back = dt.datetime.fromtimestamp(aware.timestamp(), z).replace(tzinfo=None)
-    if back != naive:  # nonexistent (spring forward): move to the end of the gap
-        aware = naive.replace(tzinfo=z, fold=1)
-        return max(aware.timestamp(), naive.replace(tzinfo=z, fold=0).timestamp())
+    if back != naive:  # nonexistent (spring forward): the transition instant ends the gap
+        a, b = sorted((naive.replace(tzinfo=z, fold=1).timestamp(),
+                       naive.replace(tzinfo=z, fold=0).timestamp()))
+        before = dt.datetime.fromtimestamp(a, z).utcoffset()
+        while b - a > 1:  # the offset changes once between a and b: find where
+            mid = (a + b) / 2
+            if dt.datetime.fromtimestamp(mid, z).utcoffset() == before:
+                a = mid
+            else:
+                b = mid
+        return float(round(b))
     return aware.timestamp()
 
 
