@@ -26,16 +26,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
 import pyarrow as pa
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.metrics import brier_score_loss, roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from nudge.clock import clock
+
+if TYPE_CHECKING:  # scikit-learn takes seconds to import: only training and scoring load it
+    from sklearn.ensemble import HistGradientBoostingClassifier
 from nudge.errors import NudgeError
 from nudge.store.account import AccountStore
 
@@ -109,6 +110,8 @@ def _model(plan: FeaturePlan, rows: int,
            max_iter: int | None = None) -> HistGradientBoostingClassifier:
     """Leaves of at least 200 rows on large data (smoother scores at the top: on CDNOW
     200 gave a better top-decile lift than 40 or 100), fewer on small accounts."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     mask = plan.categorical_mask
     return HistGradientBoostingClassifier(
         learning_rate=0.05, max_iter=max_iter or 400, max_leaf_nodes=15,
@@ -120,6 +123,8 @@ def _model(plan: FeaturePlan, rows: int,
 
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     """AUC, top-decile lift, calibration by decile, Brier score, observed rate per bucket."""
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
     y = y.astype(np.float64)
     n = len(y)
     order = np.argsort(-p, kind="stable")
