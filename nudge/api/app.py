@@ -30,6 +30,7 @@ from .routes import predict as predict_routes  # issue 8: RFM, goals, training, 
 from .routes import journeys as journeys_routes  # issue 7: journeys
 from .routes import auth as auth_routes
 from .routes import gdpr as gdpr_routes
+from nudge import web  # issue 9: dashboard
 from .authz import Auth
 from .security import SecurityHeaders
 
@@ -82,5 +83,6 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.include_router(predict_routes.router)  # issue 8: predictive segments
     app.include_router(journeys_routes.router)  # issue 7: journeys
+    web.install(app)  # issue 9: the dashboard (/ui pages, /ui/static)
     app.add_middleware(SecurityHeaders, tls=settings.tls)
     return app

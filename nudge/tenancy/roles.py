@@ -65,6 +65,7 @@ PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/sdk/nudge.js"), ("GET", "/sdk/nudge.mjs"),
     ("POST", "/auth/login"), ("POST", "/auth/logout"), ("POST", "/auth/password-reset"),
     ("GET", "/sdk/{name}"),
+    ("GET", "/ui/login"), ("GET", "/ui/login/mfa"),  # dashboard sign-in pages (nudge/web)
     # Tracking links in sent messages and provider callbacks: each URL carries its own
     # signature or unguessable token (nudge/api/routes/tracking.py).
     ("GET", "/1/t/c/{account_id}/{message_id}"), ("GET", "/1/t/o/{account_id}/{message_id}.gif"),
@@ -76,6 +77,8 @@ SESSION_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("GET", "/auth/me"), ("POST", "/auth/logout-all"), ("POST", "/auth/mfa/verify"),
     ("POST", "/auth/mfa/enroll"), ("POST", "/auth/mfa/confirm"),
     ("POST", "/auth/mfa/recovery-codes"), ("POST", "/auth/password"),
+    # dashboard (nudge/web): landing, account switcher, MFA enrollment page
+    ("GET", "/ui"), ("GET", "/ui/switch"), ("GET", "/ui/mfa/enroll"), ("POST", "/ui/mfa/enroll"),
 })
 
 # (method, path template) -> permission. Add your route here when you add it.
@@ -205,6 +208,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/1/gdpr/suppress"): "privacy:manage",
     ("POST", "/1/gdpr/unsuppress"): "privacy:manage",
     ("GET", "/1/gdpr/requests/{request_id}"): "privacy:manage",
+    # dashboard pages (nudge/web): each page needs what its API counterpart needs
+    ("GET", "/ui/{account_id}"): "analytics:read",
 }
 
 
