@@ -8,8 +8,14 @@ import pytest
 import sqlalchemy as sa
 
 from nudge.errors import ConfigError
-from nudge.privacy.keys import (Keyring, KeyError_, load_master_key, new_master_key_text,
-                                parse_master_key, rewrap_all)
+from nudge.privacy.keys import (
+    KeyError_,
+    Keyring,
+    load_master_key,
+    new_master_key_text,
+    parse_master_key,
+    rewrap_all,
+)
 from nudge.store import control
 
 
