@@ -185,8 +185,12 @@ def _node(v: Any, f: str) -> Node:
                 if not isinstance(x, int) or isinstance(x, bool) or x < 0:
                     raise bad(f"{f}.duration.{k}", "must be a whole number >= 0")
                 days += x * mult
-            rest = {k: d[k] for k in ("hours", "minutes", "seconds") if k in d}
+            rest = {k: d[k] for k in ("hours", "minutes") if k in d}
             secs = duration(rest, f"{f}.duration") if rest else 0.0
+            x = d.get("seconds", 0)
+            if not isinstance(x, int | float) or isinstance(x, bool) or x < 0:
+                raise bad(f"{f}.duration.seconds", "must be a number >= 0")
+            secs += float(x)
             if days == 0 and secs <= 0:
                 raise bad(f"{f}.duration", "must be positive")
         elif "until_time" in o:
