@@ -54,12 +54,12 @@ def test_kill_9_during_expansion_and_during_send(tmp_path: Path) -> None:
         cursor_at_kill = run_state(db)
         srv.start()
         # Kill 2: in the middle of sending.
-        h.wait_for(lambda: len(receiver.accepted) >= eligible // 2, timeout=300,
+        h.wait_for(lambda: len(receiver.accepted) >= eligible // 2, timeout=3600,
                    every=0.05, what="half sent")
         srv.kill()
         sent_at_kill = len(receiver.accepted)
         srv.start()
-        h.wait_for(lambda: len(receiver.accepted) >= eligible, timeout=600, every=0.5,
+        h.wait_for(lambda: len(receiver.accepted) >= eligible, timeout=3600, every=0.5,
                    what="everyone sent")
         final = h.wait_for(lambda: (r := h.api(srv, "GET", f"/1/campaigns/{c['id']}/report",
                                                ok=200).json())["status"] == "completed" and r,

@@ -227,7 +227,7 @@ def test_trigger_with_inaction_check_and_conversion_report(srv: NudgeServer,
         "webhook_url": f"{hook.url}/hook",
         "trigger": {"event": "Added To Cart", "where": [{"property": "value", "op": "gte",
                                                          "value": 10}],
-                    "unless": {"event": "Charged", "within": {"minutes": 0.05}}},
+                    "unless": {"event": "Charged", "within": {"minutes": 0.34}}},
         "conversion": {"event": "Charged", "within": {"hours": 1},
                        "revenue_property": "Amount"},
         "content": {"webhook": hook_body("tr", ', "item": "{{ event.item }}"')}})
@@ -236,13 +236,14 @@ def test_trigger_with_inaction_check_and_conversion_report(srv: NudgeServer,
     def ev(who: str, name: str, ts: int = now, **props: Any) -> dict[str, Any]:
         return {"type": "event", "identity": who, "ts": ts, "evtName": name, "evtData": props}
 
-    r = srv.upload([ev("tr0", "Added To Cart", value=20, item="shoes"),
-                    ev("tr1", "Added To Cart", value=5, item="socks"),  # filtered out
-                    ev("tr2", "Added To Cart", value=30, item="hat")])
+    now = int(time.time())  # the window (20 s) starts at the cart events' time
+    r = srv.upload([ev("tr0", "Added To Cart", now, value=20, item="shoes"),
+                    ev("tr1", "Added To Cart", now, value=5, item="socks"),  # filtered out
+                    ev("tr2", "Added To Cart", now, value=30, item="hat")])
     assert r.status_code == 200
     time.sleep(0.5)
-    srv.upload([ev("tr2", "Charged", Amount=30)])  # tr2 buys within the window: no message
-    h.wait_for(lambda: received(hook, "tr"), timeout=20, what="abandoned-cart message")
+    srv.upload([ev("tr2", "Charged", int(time.time()), Amount=30)])  # within the window
+    h.wait_for(lambda: received(hook, "tr"), timeout=90, what="abandoned-cart message")
     time.sleep(4)
     got = received(hook, "tr")
     assert [(g.parsed["to"], g.parsed["item"]) for g in got] == [("tr0", "shoes")]
