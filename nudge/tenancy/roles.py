@@ -210,6 +210,16 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/1/gdpr/requests/{request_id}"): "privacy:manage",
     # dashboard pages (nudge/web): each page needs what its API counterpart needs
     ("GET", "/ui/{account_id}"): "analytics:read",
+    # dashboard: segments and analytics pages (nudge/web/segments.py, analytics.py)
+    ("GET", "/ui/{account_id}/segments"): "segments:read",
+    ("GET", "/ui/{account_id}/segments/new"): "segments:read",
+    ("GET", "/ui/{account_id}/segments/row"): "segments:read",
+    ("POST", "/ui/{account_id}/segments/reach"): "segments:read",
+    ("POST", "/ui/{account_id}/segments"): "segments:write",
+    ("GET", "/ui/{account_id}/analytics"): "analytics:read",
+    ("GET", "/ui/{account_id}/analytics/{kind}"): "analytics:read",
+    ("POST", "/ui/{account_id}/analytics/{kind}"): "analytics:read",
+    ("GET", "/ui/{account_id}/analytics/{kind}/export.csv"): "analytics:read",
 }
 
 

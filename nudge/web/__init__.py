@@ -13,8 +13,8 @@ STATIC = Path(__file__).parent / "static"
 
 def install(app: FastAPI) -> None:
     """Mount the dashboard's pages under ``/ui`` and its static files under ``/ui/static``."""
-    from . import events, home, people, settings, signin
+    from . import analytics, events, home, people, segments, settings, signin
 
-    for module in (signin, home, events, people, settings):
+    for module in (signin, home, events, people, settings, segments, analytics):
         app.include_router(module.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")
