@@ -222,6 +222,8 @@ def _node(v: Any, f: str) -> Node:
         seg = did = None
         if kinds[0] == "did":
             did = _event(o["did"], f"{f}.did")
+            if did.where:
+                raise bad(f"{f}.did.where", "is not supported yet (use a segment condition)")
         else:
             seg = _segment(o, f)
         return Node(nid, t, segment=seg, did=did, yes=_target(o, "yes", f),
