@@ -29,7 +29,7 @@ import jinja2
 from fastapi import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from nudge.api.authz import ROUTE, Caller, auth_of, authorize
+from nudge.api.authz import KEY_HEADERS, ROUTE, Caller, auth_of, authorize
 from nudge.errors import AuthError, Forbidden, NudgeError
 from nudge.store.account import AccountStore
 from nudge.tenancy.sessions import CSRF_COOKIE
@@ -154,6 +154,10 @@ def is_htmx(request: Request) -> bool:
     return request.headers.get("hx-request") == "true"
 
 
+def _has_key(request: Request) -> bool:
+    return any(request.headers.get(h) for h in KEY_HEADERS)
+
+
 def page(fn: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
     """Turn our errors into what a browser should see: no session -> the sign-in page;
     403/404/400 -> an error page (or, for an htmx request, an error fragment with the same
@@ -169,7 +173,9 @@ def page(fn: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Resp
                               title="Signed out")
                 resp.headers["HX-Redirect"] = "/ui/login"
                 return resp
-            return RedirectResponse("/ui/login?next=" + quote(request.url.path), 303)
+            if request.method == "GET" and not _has_key(request):
+                return RedirectResponse("/ui/login?next=" + quote(request.url.path), 303)
+            return render(request, "error.html", None, 401, message=str(exc), title="Sign in")
         except NudgeError as exc:
             if exc.status >= 500:
                 raise

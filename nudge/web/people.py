@@ -1,7 +1,150 @@
-"""People: dashboard pages (being built)."""
+"""People: search by any identifier, the 360 profile, and GDPR actions on one person."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from nudge.errors import NotFound, ValidationError
+from nudge.ingest.upload import normalize_identifier
+from nudge.privacy.gdpr import GdprRequests, Subject
+from nudge.query.profiles import LOOKUP_KEYS, profile_view, timeline
+
+from .pages import PageContext, context, page, render
 
 router = APIRouter(include_in_schema=False)
+
+
+def find_people(ctx: PageContext, q: str) -> list[dict[str, Any]]:
+    """Everyone whose identity, email, phone or object id is ``q`` (or whose internal id it
+    is), each with the kind that matched."""
+    q = q.strip()
+    found: dict[int, list[str]] = {}
+    for wire, kind in LOOKUP_KEYS.items():
+        try:
+            value = normalize_identifier(kind, q)
+        except Exception:  # noqa: BLE001, S112 - not a valid value of this kind: no match
+            continue
+        uid = ctx.store.user_for(kind, value)
+        if uid is not None:
+            found.setdefault(uid, []).append(wire)
+    if q.isdigit():
+        try:
+            profile_view(ctx.store, int(q))
+            found.setdefault(int(q), []).append("user id")
+        except NotFound:
+            pass
+    out = []
+    for uid, kinds in found.items():
+        p = profile_view(ctx.store, uid)
+        out.append({"id": uid, "identity": p["identity"], "email": p["email"],
+                    "phone": p["phone"], "last_seen": p["last_seen"], "matched": kinds})
+    return out
+
+
+@router.get("/ui/{account_id}/people")
+@page
+async def people(request: Request, account_id: str) -> Response:
+    ctx = context(request, account_id)
+    q = request.query_params.get("q", "")
+    if len(q) > 1024:
+        raise ValidationError("q must be at most 1024 characters", field="q")
+    results = await run_in_threadpool(find_people, ctx, q) if q.strip() else None
+    template = "people_results.html" if request.headers.get("hx-request") else "people.html"
+    return render(request, template, ctx, q=q, results=results)
+
+
+def _user_id(raw: str) -> int:
+    if not raw.isdigit():
+        raise NotFound("no such profile")
+    return int(raw)
+
+
+def _messages(ctx: PageContext, uid: int) -> list[dict[str, Any]]:
+    """The messages sent to this person and their outcome (the outbox the API reads)."""
+    engage = getattr(ctx.request.app.state, "engage", None)
+    if engage is None:
+        return []
+    import sqlalchemy as sa
+
+    from nudge.store.control import outbox as OB  # noqa: N812
+
+    q = (sa.select(OB.c.id, OB.c.campaign_id, OB.c.channel, OB.c.status, OB.c.reason,
+                   OB.c.created_at, OB.c.opened_at, OB.c.clicked_at, OB.c.converted_at)
+         .where(OB.c.account_id == ctx.account_id, OB.c.user_id == uid)
+         .order_by(OB.c.id.desc()).limit(50))
+    with engage.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def _profile(ctx: PageContext, uid: int) -> dict[str, Any]:
+    profile = profile_view(ctx.store, uid)
+    events = timeline(ctx.store, uid, since=None, until=None, limit=100, cursor=None)
+    try:
+        messages = _messages(ctx, uid)
+    except Exception:  # noqa: BLE001 - engage tables absent: the profile still shows
+        messages = []
+    return {"profile": profile, "events": events, "messages": messages}
+
+
+@router.get("/ui/{account_id}/people/{user_id}")
+@page
+async def person(request: Request, account_id: str, user_id: str) -> Response:
+    ctx = context(request, account_id)
+    data = await run_in_threadpool(_profile, ctx, _user_id(user_id))
+    return render(request, "person.html", ctx, **data)
+
+
+@router.get("/ui/{account_id}/people/{user_id}/timeline")
+@page
+async def person_timeline(request: Request, account_id: str, user_id: str) -> Response:
+    """The next page of the timeline (htmx: appended as the user scrolls)."""
+    ctx = context(request, account_id)
+    events = await run_in_threadpool(
+        lambda: timeline(ctx.store, _user_id(user_id), since=None, until=None, limit=100,
+                         cursor=request.query_params.get("cursor")))
+    return render(request, "person_timeline.html", ctx, events=events,
+                  profile={"id": _user_id(user_id)})
+
+
+def _gdpr(ctx: PageContext) -> GdprRequests:
+    return GdprRequests(ctx.nudge.accounts.engine, ctx.nudge.keyring, ctx.store, ctx.timezone)
+
+
+@router.post("/ui/{account_id}/people/{user_id}/erase")
+@page
+async def erase(request: Request, account_id: str, user_id: str) -> Response:
+    """Erase the person everywhere (nudge/privacy/gdpr.py), as POST /1/gdpr/erase does."""
+    ctx = context(request, account_id)
+    uid = _user_id(user_id)
+    receipt = await run_in_threadpool(_gdpr(ctx).erase, [Subject("user_id", str(uid), 0)],
+                                      ctx.caller.principal)
+    return render(request, "gdpr_done.html", ctx, action="erased", receipt=receipt)
+
+
+@router.post("/ui/{account_id}/people/{user_id}/suppress")
+@page
+async def suppress(request: Request, account_id: str, user_id: str) -> Response:
+    ctx = context(request, account_id)
+    uid = _user_id(user_id)
+    receipt = await run_in_threadpool(_gdpr(ctx).suppress, [Subject("user_id", str(uid), 0)],
+                                      ctx.caller.principal)
+    return render(request, "gdpr_done.html", ctx, action="suppressed", receipt=receipt)
+
+
+@router.get("/ui/{account_id}/people/{user_id}/export")
+@page
+async def export(request: Request, account_id: str, user_id: str) -> Response:
+    """A download of everything held about the person (as POST /1/gdpr/access). A GET so a
+    plain link downloads it; the SameSite=Lax cookie keeps other sites from reading it."""
+    ctx = context(request, account_id)
+    uid = _user_id(user_id)
+    out = await run_in_threadpool(_gdpr(ctx).access, [Subject("user_id", str(uid), 0)],
+                                  ctx.caller.principal)
+    return Response(json.dumps(out, default=str, indent=2), media_type="application/json",
+                    headers={"content-disposition": f'attachment; filename="person-{uid}.json"',
+                             "cache-control": "no-store"})

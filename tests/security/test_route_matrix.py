@@ -73,7 +73,9 @@ def _principals(inproc: App) -> dict[str, tuple[frozenset[str], object]]:
 
 
 def _call(inproc: App, who: object, method: str, path: str):  # type: ignore[no-untyped-def]
-    url = path.replace("{channel}", "email")
+    # Dashboard pages carry the account in the path: the caller's own account.
+    url = path.replace("{channel}", "email").replace("/ui/{account_id}",
+                                                     "/ui/" + inproc.a.account.id)
     while "{" in url:  # ids of nothing: "999999" parses as an integer id and as a string
         start, end = url.index("{"), url.index("}")
         url = url[:start] + "999999" + url[end + 1:]

@@ -1,0 +1,51 @@
+"""Shared by the dashboard tests: dashboard users created with the real CLI, and signing in
+through the real sign-in pages in a Playwright page."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pyotp
+from playwright.sync_api import Page, expect
+
+from conftest import NudgeServer
+
+PASSWORD = "correct horse battery staple 42"  # noqa: S105 - test users only
+
+
+def add_user(srv: NudgeServer, email: str, role: str) -> None:
+    """``nudge users create`` against the running server's data directory."""
+    subprocess.run(
+        [sys.executable, "-m", "nudge", "users", "create", email, "--account", srv.account_id,
+         "--role", role, "--password-stdin", "--data-dir", str(srv.data_dir)],
+        input=PASSWORD + "\n", text=True, check=True, capture_output=True,
+        env={**os.environ, "NUDGE_LOG_LEVEL": "warning"})
+
+
+def sign_in(page: Page, srv: NudgeServer, email: str) -> None:
+    """Password only: for roles that need no MFA (marketer, analyst, viewer)."""
+    page.goto(srv.url + "/ui/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+
+
+def enroll_and_sign_in(page: Page, srv: NudgeServer, email: str) -> pyotp.TOTP:
+    """An owner's first sign-in: password, then MFA enrollment from the QR page. Returns the
+    authenticator (the secret shown under the QR code)."""
+    page.goto(srv.url + "/ui/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Set up two-factor authentication")).to_be_visible()
+    expect(page.locator(".qr svg")).to_be_visible()
+    totp = pyotp.TOTP(page.locator("[data-secret]").inner_text().strip())
+    page.get_by_label("Code from the app").fill(totp.now())
+    page.get_by_role("button", name="Turn on").click()
+    expect(page.locator("[data-recovery-codes]")).to_contain_text("-")
+    page.get_by_role("link", name="Continue").click()
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    return totp
