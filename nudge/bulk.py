@@ -118,7 +118,7 @@ def import_file(store: AccountStore, path: Path, kind: str, limits: Limits) -> t
                               field="file")
     records = (_as_record(r, kind) for r in rows)
     stored, errors = ingest_chunks(store, _chunked(records), limits, total=total,
-                                   label=f"importing {path.name}")
+                                   label=f"importing {path.name}", bulk=True)
     for e in errors[:20]:
         print(f"row {e.index + 1}: [{e.code}] {e.error}")
     if len(errors) > 20:
