@@ -226,6 +226,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/ui/{account_id}/analytics/{kind}"): "analytics:read",
     ("POST", "/ui/{account_id}/analytics/{kind}"): "analytics:read",
     ("GET", "/ui/{account_id}/analytics/{kind}/export.csv"): "analytics:read",
+    ("GET", "/ui/{account_id}/campaigns"): "campaigns:read",
+    ("GET", "/ui/{account_id}/campaigns/{campaign_id}"): "campaigns:read",
 }
 
 
