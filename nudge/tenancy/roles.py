@@ -210,6 +210,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/1/gdpr/requests/{request_id}"): "privacy:manage",
     # dashboard pages (nudge/web): each page needs what its API counterpart needs
     ("GET", "/ui/{account_id}"): "analytics:read",
+    ("GET", "/ui/{account_id}/events"): "analytics:read",
+    ("GET", "/ui/{account_id}/events/stream"): "analytics:read",
     ("GET", "/ui/{account_id}/people"): "profiles:read",
     ("GET", "/ui/{account_id}/people/{user_id}"): "profiles:read",
     ("GET", "/ui/{account_id}/people/{user_id}/timeline"): "profiles:read",

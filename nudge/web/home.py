@@ -51,9 +51,24 @@ def _campaigns(ctx: PageContext) -> list[dict[str, Any]]:
     out = []
     for c in CampaignDirectory(engage.engine, ctx.account_id).list(None)[:5]:
         row = c.to_dict()
-        row["report"] = campaign_report(engage.engine, ctx.account_id, c.id)
+        cells = campaign_report(engage.engine, ctx.account_id, c.id)["by_variant_channel"]
+        row["totals"] = {k: sum(int(cell.get(k) or 0) for cell in cells)
+                         for k in ("sent", "delivered", "opened", "clicked", "converted")}
         out.append(row)
     return out
+
+
+def _rejects() -> list[dict[str, Any]]:
+    """Rejected records and requests by reason code, from the ingest metrics (this server
+    process since it started; the same counter /metrics exports)."""
+    from nudge.store.metrics import REJECTS
+
+    out = []
+    for metric in REJECTS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.value:
+                out.append({"code": sample.labels.get("code", ""), "count": int(sample.value)})
+    return sorted(out, key=lambda r: -r["count"])
 
 
 @router.get("/ui/{account_id}")
@@ -62,4 +77,9 @@ async def home(request: Request, account_id: str) -> Response:
     ctx = context(request, account_id)
     counters = await run_in_threadpool(_counters, ctx)
     campaigns = await run_in_threadpool(_campaigns, ctx)
-    return render(request, "home.html", ctx, campaigns=campaigns, **counters)
+    # The counter is per server process, not per account: shown only where the server
+    # hosts this one account, so no account sees another's traffic.
+    single = len(ctx.nudge.accounts.list()) == 1
+    return render(request, "home.html", ctx, campaigns=campaigns,
+                  rejects=_rejects() if single else None,
+                  **counters)

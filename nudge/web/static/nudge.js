@@ -92,7 +92,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const status = document.querySelector(list.dataset.status || "#stream-status");
     src.onopen = () => { if (status) status.textContent = "connected"; };
     src.onerror = () => { if (status) status.textContent = "reconnecting…"; };
-    src.onmessage = (m) => {
+    src.addEventListener("event", (m) => {
       const e = JSON.parse(m.data);
       const li = document.createElement("li");
       const code = document.createElement("code");
@@ -100,6 +100,6 @@ document.addEventListener("DOMContentLoaded", () => {
       li.appendChild(code);
       list.prepend(li);
       while (list.children.length > 200) list.lastChild.remove();
-    };
+    });
   });
 });

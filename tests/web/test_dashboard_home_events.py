@@ -1,0 +1,61 @@
+"""Home (live counters against GET /1/analytics/live) and Events (catalog against
+GET /1/events/catalog, the live stream shows an event sent after the page opened)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from dashboard_helpers import add_user, sign_in
+from playwright.sync_api import Browser, expect
+
+from conftest import NudgeServer, make_server
+
+pytest_plugins = ["browser"]
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NudgeServer]:
+    s = make_server(tmp_path_factory.mktemp("dash-home"))
+    try:
+        records = [{"identity": f"u{i % 4}", "type": "event", "evtName": "Viewed" if i % 3
+                    else "Charged", "evtData": {"Amount": i}} for i in range(12)]
+        assert s.upload(records).status_code == 200
+        add_user(s, "analyst@example.com", "analyst")
+        yield s
+    finally:
+        s.stop()
+
+
+def test_home_counters_match_the_live_api(srv: NudgeServer, browser: Browser) -> None:
+    ctx = browser.new_context(viewport={"width": 1024, "height": 1366})  # tablet
+    page = ctx.new_page()
+    sign_in(page, srv, "analyst@example.com")
+    live = httpx.get(srv.url + "/1/analytics/live", headers=srv.headers).json()
+    assert live["active_users"] == 4
+    expect(page.locator("[data-stat=active-users]")).to_have_text(str(live["active_users"]))
+    expect(page.locator("[data-stat=today]")).to_have_text("12")
+    top = page.locator("table").first
+    for e in live["top_events"]:
+        expect(top).to_contain_text(e["event"])
+    expect(page.locator(".chart svg")).to_be_visible()  # ECharts drew the per-minute chart
+    ctx.close()
+
+
+def test_events_catalog_and_live_stream(srv: NudgeServer, browser: Browser) -> None:
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    sign_in(page, srv, "analyst@example.com")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Events").click()
+    catalog = httpx.get(srv.url + "/1/events/catalog", headers=srv.headers).json()["events"]
+    rows = page.locator("table tbody tr")
+    expect(rows).to_have_count(len(catalog))
+    for i, e in enumerate(catalog):
+        expect(rows.nth(i)).to_contain_text(e["name"])
+        expect(rows.nth(i).locator("td.num")).to_have_text(str(e["count"]))
+    expect(page.locator("#stream-status")).to_have_text("connected")
+    assert srv.upload([{"identity": "u9", "type": "event", "evtName": "Signed Up",
+                        "evtData": {"Plan": "trial"}}]).status_code == 200
+    expect(page.locator("#stream li").first).to_contain_text("Signed Up", timeout=15000)
+    ctx.close()
