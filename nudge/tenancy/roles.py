@@ -210,14 +210,6 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/1/gdpr/requests/{request_id}"): "privacy:manage",
     # dashboard pages (nudge/web): each page needs what its API counterpart needs
     ("GET", "/ui/{account_id}"): "analytics:read",
-    ("GET", "/ui/{account_id}/events"): "analytics:read",
-    ("GET", "/ui/{account_id}/events/stream"): "analytics:read",
-    ("GET", "/ui/{account_id}/people"): "profiles:read",
-    ("GET", "/ui/{account_id}/people/{user_id}"): "profiles:read",
-    ("GET", "/ui/{account_id}/people/{user_id}/timeline"): "profiles:read",
-    ("GET", "/ui/{account_id}/people/{user_id}/export"): "privacy:manage",
-    ("POST", "/ui/{account_id}/people/{user_id}/erase"): "privacy:manage",
-    ("POST", "/ui/{account_id}/people/{user_id}/suppress"): "privacy:manage",
     # dashboard: segments and analytics pages (nudge/web/segments.py, analytics.py)
     ("GET", "/ui/{account_id}/segments"): "segments:read",
     ("GET", "/ui/{account_id}/segments/new"): "segments:read",
@@ -230,6 +222,14 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/ui/{account_id}/analytics/{kind}/export.csv"): "analytics:read",
     ("GET", "/ui/{account_id}/campaigns"): "campaigns:read",
     ("GET", "/ui/{account_id}/campaigns/{campaign_id}"): "campaigns:read",
+    ("GET", "/ui/{account_id}/events"): "analytics:read",
+    ("GET", "/ui/{account_id}/events/stream"): "analytics:read",
+    ("GET", "/ui/{account_id}/people"): "profiles:read",
+    ("GET", "/ui/{account_id}/people/{user_id}"): "profiles:read",
+    ("GET", "/ui/{account_id}/people/{user_id}/timeline"): "profiles:read",
+    ("GET", "/ui/{account_id}/people/{user_id}/export"): "privacy:manage",
+    ("POST", "/ui/{account_id}/people/{user_id}/erase"): "privacy:manage",
+    ("POST", "/ui/{account_id}/people/{user_id}/suppress"): "privacy:manage",
 }
 
 
