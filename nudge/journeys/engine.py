@@ -254,6 +254,7 @@ class JourneyEngine:
         now = clock.now()
         plans = [Step(r) for r in rows]
         runner = _Runner(self, now)
+        runner.preload(plans)
         for p in plans:
             runner.plan(p)
         runner.sends(plans)
@@ -458,6 +459,24 @@ class _Runner:
             r = load_recipients(store, [uid], None, tokens=False, full=True).get(uid)
             self.profiles[key] = dict(r.props) if r else {}
         return self.profiles[key]
+
+    def preload(self, plans: list[Step]) -> None:
+        """Profiles of a batch's users in one query per account, when a calendar or
+        property delay of their journey needs the timezone or a date property."""
+        from nudge.engage.compose import load_recipients
+
+        want: dict[str, list[int]] = {}
+        for p in plans:
+            j = self.eng.version(p.entry.journey_id, p.entry.version)
+            if any(n.type == "delay" and (n.days or n.until_time is not None
+                                          or n.until_property) for n in j.nodes.values()):
+                want.setdefault(p.entry.account_id, []).append(p.entry.user_id)
+        for account_id, uids in want.items():
+            store = self.eng.engage.stores.get(account_id)
+            got = load_recipients(store, uids, None, tokens=False, full=True)
+            for u in uids:
+                r = got.get(u)
+                self.profiles[(account_id, u)] = dict(r.props) if r else {}
 
     def plan(self, p: Step) -> None:
         en = p.entry
