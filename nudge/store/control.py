@@ -457,6 +457,25 @@ journey_steps = sa.Table(
 sa.Index("ix_journey_steps_entry", journey_steps.c.entry_id)
 # -- end journeys -----------------------------------------------------------------------------
 
+# -- dashboard boards (issue 9, nudge/web/boards.py) --------------------------------------------
+# A board is a name per account; each item is a saved analytics report (kind + its JSON body),
+# run live when the board is opened.
+dashboard_board_items = sa.Table(
+    "dashboard_board_items", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(64), nullable=False),
+    sa.Column("board", sa.String(200), nullable=False),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the report's JSON body
+    sa.Column("chart", sa.String(16), nullable=False, server_default="line"),
+    sa.Column("created_by", sa.String(200), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+sa.Index("ix_dashboard_board_items_account", dashboard_board_items.c.account_id,
+         dashboard_board_items.c.board)
+# -- end dashboard boards ------------------------------------------------------------------------
+
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()

@@ -160,7 +160,8 @@ async def analytics_run(request: Request, account_id: str, kind: str) -> Respons
     header, rows = table_for(kind, result)
     return render(request, "analytics_result.html", ctx, kind=kind, result=result,
                   option=option_for(kind, result, form.get("chart", "line")),
-                  header=header, rows=rows, body=json.dumps(body, separators=(",", ":")))
+                  header=header, rows=rows, body=json.dumps(body, separators=(",", ":")),
+                  chart=form.get("chart", "line"))
 
 
 @router.get("/ui/{account_id}/analytics/{kind}/export.csv")

@@ -245,3 +245,28 @@ def test_segment_builder_reach_matches_the_api_and_saves(page: Page, srv: NudgeS
     count = httpx.get(f"{srv.url}/1/segments/{seg_id}/count", headers=srv.headers).json()
     assert count["count"] == api3["count"]
     expect(page.locator(f"#segment-{seg_id} [data-count]")).to_have_text(f"{count['count']:,}")
+
+
+def test_save_a_funnel_to_a_board_and_open_it(page: Page, srv: NudgeServer) -> None:
+    today = datetime.now(UTC).date()
+    body = {"steps": [{"event": "App Launched"}, {"event": "Charged"}], "window": {"days": 3},
+            "from": (today - timedelta(days=25)).isoformat(),
+            "to": (today + timedelta(days=1)).isoformat()}
+    page.goto(f"{srv.url}/ui/{srv.account_id}/analytics/funnels")
+    page.click("details summary")
+    page.fill("#report-json", json.dumps(body))
+    page.click("#report-form button[type=submit]")
+    page.fill(".save-board input[name=board]", "Weekly review")
+    page.fill(".save-board input[name=title]", "Launch to purchase")
+    page.click(".save-board button[type=submit]")
+    expect(page.locator("[data-saved]")).to_contain_text("Weekly review")
+
+    # The board runs the saved report live: its figures are the API's for the same body.
+    page.goto(f"{srv.url}/ui/{srv.account_id}/boards")
+    page.get_by_role("link", name="Weekly review").click()
+    expect(page.locator("h2")).to_have_text(["Launch to purchase"])
+    api = _api(srv, "/1/analytics/funnels", body)
+    users = page.locator("section.report table.report-table tbody tr").evaluate_all(
+        "rows => rows.map(r => Number(r.cells[2].textContent))")
+    assert users == [s["users"] for s in api["steps"]]
+    assert page.goto(f"{srv.url}/ui/{srv.account_id}/boards/nothing-here").status == 404  # type: ignore[union-attr]
