@@ -210,6 +210,12 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/1/gdpr/requests/{request_id}"): "privacy:manage",
     # dashboard pages (nudge/web): each page needs what its API counterpart needs
     ("GET", "/ui/{account_id}"): "analytics:read",
+    ("GET", "/ui/{account_id}/settings"): "analytics:read",
+    ("GET", "/ui/{account_id}/settings/keys"): "keys:manage",
+    ("POST", "/ui/{account_id}/settings/keys"): "keys:manage",
+    ("POST", "/ui/{account_id}/settings/keys/{key_id}/revoke"): "keys:manage",
+    ("GET", "/ui/{account_id}/settings/users"): "users:manage",
+    ("GET", "/ui/{account_id}/settings/audit"): "audit:read",
     # dashboard: segments and analytics pages (nudge/web/segments.py, analytics.py)
     ("GET", "/ui/{account_id}/segments"): "segments:read",
     ("GET", "/ui/{account_id}/segments/new"): "segments:read",
