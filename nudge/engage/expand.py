@@ -182,8 +182,9 @@ def _build_rows(engage: Engage, c: Campaign, spec: CampaignSpec, occurrence: str
     if event is not None or data is not None:
         base_meta["ctx"] = {"event": event, "data": data}
     rows: list[dict[str, Any]] = []
-    common = {"account_id": account_id, "campaign_id": c.id, "occurrence": occurrence,
-              "category": spec.category, "transactional": spec.transactional, "now": now}
+    common: dict[str, Any] = {
+        "account_id": account_id, "campaign_id": c.id, "occurrence": occurrence,
+        "category": spec.category, "transactional": spec.transactional, "now": now}
     for uid in uids:
         r = recipients.get(uid)
         variant = spec.variant_for(c.id, uid)

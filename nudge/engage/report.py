@@ -59,13 +59,13 @@ def campaign_report(engine: Engine, account_id: str, campaign_id: int) -> dict[s
         *base, OB.c.converted_at.is_not(None)).group_by(OB.c.variant)
     with engine.connect() as conn:
         rows = list(conn.execute(q))
-        users = dict(conn.execute(users_q).all())
+        users: dict[str, int] = {v: n for v, n in conn.execute(users_q).all()}
         conv = {v: (n, rev) for v, n, rev in conn.execute(conv_q)}
     cells: dict[tuple[str, str], dict[str, Any]] = {}
     per_variant: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for v in set(users) | set(conv):
-        per_variant[v]["users"] = users.get(v, 0)
-        per_variant[v]["converted"], per_variant[v]["revenue"] = conv.get(v, (0, 0.0))
+    for name in set(users) | set(conv):
+        per_variant[name]["users"] = users.get(name, 0)
+        per_variant[name]["converted"], per_variant[name]["revenue"] = conv.get(name, (0, 0.0))
 
     def cell(variant: str, channel: str) -> dict[str, Any]:
         c = cells.get((variant, channel))

@@ -152,18 +152,19 @@ def compile_template(source: Any, field: str) -> Template:
         raise TemplateError(f"{field}: include and render are not allowed (templates reach "
                             "nothing outside their context)", field=field) from None
     except LiquidError as e:
-        index = e.token.start_index if getattr(e, "token", None) is not None else 0
+        token = getattr(e, "token", None)
+        index = token.start_index if token is not None else 0
         line, col = _position(source, index)
         raise TemplateError(f"{field}: line {line}, column {col}: {e.message}",
                             field=field) from None
     if analysis.tags.get("include") or analysis.tags.get("render"):
         raise TemplateError(f"{field}: include and render are not allowed", field=field)
-    for name, uses in analysis.filters.items():
+    for name, spans in analysis.filters.items():
         if name not in ENV.filters:
-            line, col = _position(source, uses[0].index)
+            line, col = _position(source, spans[0].index)
             raise TemplateError(f"{field}: line {line}, column {col}: unknown filter {name!r}",
                                 field=field)
-    paths: list[tuple[str, ...]] = []
+    paths: list[tuple[str | int, ...]] = []
     for name, uses in analysis.globals.items():
         if name not in ROOTS:
             line, col = _position(source, uses[0].span.index)
