@@ -13,9 +13,20 @@ STATIC = Path(__file__).parent / "static"
 
 def install(app: FastAPI) -> None:
     """Mount the dashboard's pages under ``/ui`` and its static files under ``/ui/static``."""
-    from . import analytics, boards, campaigns, events, home, people, segments, settings, signin
+    from . import (
+        analytics,
+        boards,
+        campaign_wizard,
+        campaigns,
+        events,
+        home,
+        people,
+        segments,
+        settings,
+        signin,
+    )
 
     for module in (signin, home, events, people, settings, segments, analytics, boards,
-                   campaigns):
+                   campaign_wizard, campaigns):  # the wizard's /campaigns/new first
         app.include_router(module.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")

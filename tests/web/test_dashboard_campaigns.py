@@ -111,3 +111,46 @@ def test_a_campaign_of_nobody_is_404(signed_in: BrowserContext, srv: NudgeServer
     r = page.goto(f"{srv.url}/ui/{srv.account_id}/campaigns/999999")
     assert r is not None and r.status == 404
     page.close()
+
+
+def test_wizard_builds_an_email_campaign_that_arrives(
+        signed_in: BrowserContext, srv: NudgeServer, smtp: SmtpServer) -> None:
+    """Segment → wizard (reach, channel, Liquid content, control group) → review (reach and
+    a preview rendered for one person) → send → the emails arrive at the SMTP server."""
+    h.profiles(srv, [{"identity": f"w{i}", "Email": f"w{i}@example.com", "first_name": f"W{i}",
+                      "Tier": "gold" if i < 5 else "basic"} for i in range(9)])
+    seg = h.api(srv, "POST", "/1/segments", {
+        "name": "gold", "definition": {"profile": {"property": "Tier", "op": "eq",
+                                                   "value": "gold"}}}, ok=201).json()
+    page: Page = signed_in.new_page()
+    page.goto(f"{srv.url}/ui/{srv.account_id}/campaigns/new")
+    page.fill("#c-name", "Gold welcome")
+    page.select_option("#c-segment", str(seg["id"]))
+    page.select_option("#c-channel-0", "email")
+    page.fill("#c-subject", "Welcome {{ profile.first_name }}")
+    page.fill("#c-html", "<p>Hello {{ profile.first_name }}</p>")
+    page.fill("#c-text", "Hello {{ profile.first_name }}")
+    est = h.api(srv, "POST", "/1/campaigns/estimate", {
+        "name": "x", "channels": ["email"], "audience": {"segment_id": seg["id"]},
+        "content": {"email": {"subject": "s", "html": "h"}}}, ok=200).json()
+    assert est["audience"] == 5
+    expect(page.locator("[data-audience]")).to_have_text("5")
+    expect(page.locator("[data-reachable=email]")).to_have_text(str(est["reachable"]["email"]))
+
+    page.click("#create-draft")
+    page.wait_for_url("**/review")
+    cid = int(page.url.rsplit("/", 2)[1])
+    expect(page.locator("[data-audience]")).to_have_text("5")
+    page.fill("#preview-who", "w2")
+    page.click("#preview form button[type=submit], form[hx-post$='/preview'] button")
+    expect(page.locator("[data-subject]").first).to_have_text("Welcome W2")
+
+    before = len(smtp.messages)
+    page.click("#send-campaign")
+    page.wait_for_url(f"**/campaigns/{cid}")
+    h.wait_for(lambda: len(smtp.messages) - before >= 5, what="5 emails")
+    got = sorted(str(m["subject"]) for m in smtp.messages[before:])
+    assert got == [f"Welcome W{i}" for i in range(5)]
+    saved = h.api(srv, "GET", f"/1/campaigns/{cid}", ok=200).json()
+    assert saved["definition"]["audience"] == {"segment_id": seg["id"]}
+    page.close()
