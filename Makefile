@@ -7,7 +7,7 @@ DATA ?= ./data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench venv clean screenshots
 
 $(STAMP): pyproject.toml sdks/python/pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) (set PY=python3.x)"; exit 1; }
@@ -30,6 +30,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
+
+# Screenshots of each main dashboard page on demo data -> docs/screenshots/*.png
+screenshots: $(STAMP)
+	$(BIN)/python -m bench.dashboard_pages --users 20000 --events 500000 --shots-only
 
 clean:
 	rm -rf $(VENV) .pytest_cache
