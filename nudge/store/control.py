@@ -438,6 +438,8 @@ sa.Index("ix_journey_entries_user", journey_entries.c.account_id, journey_entrie
          journey_entries.c.status)
 sa.Index("ix_journey_entries_journey", journey_entries.c.journey_id, journey_entries.c.status,
          journey_entries.c.node)
+sa.Index("ix_journey_entries_journey_user", journey_entries.c.journey_id,
+         journey_entries.c.user_id)
 
 journey_steps = sa.Table(
     "journey_steps",
