@@ -82,7 +82,7 @@ class JourneyDirectory:
             jid = conn.execute(J.insert().values(
                 account_id=self.account_id, name=j.name, status="draft",
                 definition=json.dumps(body), version=0, created_at=now,
-                updated_at=now)).inserted_primary_key[0]
+                updated_at=now)).inserted_primary_key[0]  # type: ignore[index]
         return self.get(int(jid))
 
     def update(self, journey_id: int, body: Any) -> dict[str, Any]:

@@ -175,7 +175,8 @@ class JourneyEngine:
             m = j.entry_event
             if m is None:
                 continue
-            hits = [(u, f"e:{mid}", {**p, "$event": n, "$ts": ts})
+            hits: list[tuple[int, str, dict[str, Any] | None]] = [
+                (u, f"e:{mid}", {**p, "$event": n, "$ts": ts})
                     for u, n, ts, p, mid in events if n == m.event and matches(m.where, p)]
             if hits:
                 self.enter(account_id, jr.id, jr.version, hits)

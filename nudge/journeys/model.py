@@ -216,11 +216,12 @@ def _node(v: Any, f: str) -> Node:
                     on_event=_target(o, "on_event", f), on_timeout=_target(o, "on_timeout", f))
     if t == "condition":
         o = _obj(v, f, (*common, "segment_id", "segment", "did", "yes", "no"))
-        kinds = [k for k in ("segment_id", "segment", "did") if k in o]
-        if len(kinds) != 1:
+        which = [k for k in ("segment_id", "segment", "did") if k in o]
+        if len(which) != 1:
             raise bad(f, "a condition needs exactly one of segment_id, segment, did")
-        seg = did = None
-        if kinds[0] == "did":
+        seg: dict[str, Any] | None = None
+        did: EventMatch | None = None
+        if which[0] == "did":
             did = _event(o["did"], f"{f}.did")
             if did.where:
                 raise bad(f"{f}.did.where", "is not supported yet (use a segment condition)")

@@ -25,10 +25,11 @@ def journey_report(engine: Engine, journey_id: int) -> dict[str, Any]:
             sa.func.sum(sa.case((E.c.converted_at.is_not(None), 1), else_=0)))
             .where(E.c.journey_id == journey_id).group_by(E.c.version)
             .order_by(E.c.version)).fetchall()
-        at_node = dict(conn.execute(sa.select(E.c.node, sa.func.count()).where(
+        at_node: dict[str, int] = dict(conn.execute(sa.select(E.c.node, sa.func.count()).where(
             E.c.journey_id == journey_id, E.c.status == "active").group_by(E.c.node)).fetchall())
-        exited = dict(conn.execute(sa.select(E.c.exit_reason, sa.func.count()).where(
-            E.c.journey_id == journey_id, E.c.status == "exited")
+        exited: dict[str, int] = dict(conn.execute(
+            sa.select(E.c.exit_reason, sa.func.count())
+            .where(E.c.journey_id == journey_id, E.c.status == "exited")
             .group_by(E.c.exit_reason)).fetchall())
         steps: dict[str, dict[str, int]] = {}
         for node, outcome, n in conn.execute(sa.select(S.c.node, S.c.outcome, sa.func.count())
