@@ -88,7 +88,22 @@ def _profile(ctx: PageContext, uid: int) -> dict[str, Any]:
         messages = _messages(ctx, uid)
     except Exception:  # noqa: BLE001 - engage tables absent: the profile still shows
         messages = []
-    return {"profile": profile, "events": events, "messages": messages}
+    return {"profile": profile, "events": events, "messages": messages,
+            "segments": _gdpr(ctx)._segments(uid),  # what the GDPR export lists
+            "rfm": _rfm(ctx, uid)}
+
+
+def _rfm(ctx: PageContext, uid: int) -> dict[str, Any] | None:
+    """The person's RFM scores and segment (GET /1/predict/rfm/user); None without events."""
+    from nudge.clock import clock
+    from nudge.predict import rfm
+
+    try:
+        out: dict[str, Any] = rfm.for_user(ctx.store, rfm.load_settings(ctx.store),
+                                           clock.now(), uid)
+        return out
+    except NotFound:
+        return None
 
 
 @router.get("/ui/{account_id}/people/{user_id}")

@@ -23,12 +23,18 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NudgeServer]:
         for name in ("alice", "bob"):
             records.append({"identity": name, "type": "profile", "profileData": {
                 "Email": f"{name}@example.com", "Phone": "+14155550100" if name == "bob"
-                else "+14155550199", "Name": name.title(), "Plan": "pro"}})
+                else "+14155550199", "Name": name.title(),
+                "Plan": "pro" if name == "alice" else "free"}})
             records += [{"identity": name, "type": "event", "evtName": "Viewed",
                          "evtData": {"Page": f"/p/{i}"}} for i in range(3)]
         r = s.upload(records)
         assert r.status_code == 200 and not r.json()["unprocessed"], r.text
         add_user(s, "owner@example.com", "owner")
+        for name, plan in (("Pro plan", "pro"), ("Free plan", "free")):
+            seg = httpx.post(s.url + "/1/segments", headers=s.headers, json={
+                "name": name, "definition": {"profile": {"property": "Plan", "op": "eq",
+                                                         "value": plan}}})
+            assert seg.status_code == 201, seg.text
         yield s
     finally:
         s.stop()
@@ -54,9 +60,12 @@ def test_search_by_any_identifier_and_erase_from_the_profile(srv: NudgeServer,
     # The profile: identifiers, properties, reachability and the timeline.
     expect(page.get_by_role("heading", level=1)).to_contain_text("alice")
     expect(page.locator("dl.props").first).to_contain_text("alice@example.com")
-    expect(page.get_by_text("Plan")).to_be_visible()
+    expect(page.get_by_text("Plan", exact=True)).to_be_visible()
     expect(page.locator("#timeline tr")).to_have_count(3)
     expect(page.locator("#timeline")).to_contain_text("/p/2")
+    # Segments they are in (a member of "Pro plan", not of "Free plan").
+    expect(page.get_by_text("Pro plan")).to_be_visible()
+    expect(page.get_by_text("Free plan")).to_have_count(0)
 
     # Erase: the dialog asks first; cancelling changes nothing.
     page.get_by_role("button", name="Erase…").click()
