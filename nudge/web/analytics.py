@@ -35,7 +35,7 @@ router = APIRouter(include_in_schema=False)
 REPORTS = {"trends": trends, "funnels": funnels, "retention": retention, "flows": flows,
            "dayparting": dayparting}
 TITLES = {"trends": "Trends", "funnels": "Funnels", "retention": "Retention", "flows": "Flows",
-          "dayparting": "Day-parting"}
+          "dayparting": "Day-parting", "rfm": "RFM"}
 
 
 class FormError(NudgeError):
@@ -104,6 +104,8 @@ def body_from_form(kind: str, form: dict[str, str]) -> dict[str, Any]:
         body["event"] = form.get("event", "")
         body["direction"] = form.get("direction") or "after"
         body["steps"] = _int(form, "steps", 4)
+    elif kind == "rfm":
+        return {"since": form.get("since") or None}
     elif kind == "dayparting":
         body["event"] = form.get("event", "")
         body["measure"] = form.get("measure") or "total"
@@ -112,10 +114,30 @@ def body_from_form(kind: str, form: dict[str, str]) -> dict[str, Any]:
 
 
 def run(ctx: PageContext, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Run the report exactly as ``POST /1/analytics/<kind>`` does."""
+    """Run the report exactly as ``POST /1/analytics/<kind>`` does (RFM: as ``GET
+    /1/predict/rfm``, with ``since`` from the body)."""
+    if kind == "rfm":
+        from nudge.predict import rfm
+
+        since = body.get("since")
+        if since is not None and not isinstance(since, str | int | float):
+            raise FormError("since: must be a date", field="since")
+        return rfm.report(ctx.store, rfm.load_settings(ctx.store), clock.now(),
+                          _since(since))
     saved = SegmentDirectory(ctx.nudge.accounts.engine, ctx.account_id)
     report = Report.for_store(ctx.store, ctx.timezone, saved.node)
     return REPORTS[kind](report, body)
+
+
+def _since(value: Any) -> float | None:
+    if value in (None, ""):
+        return None
+    from nudge.predict.goals import _time  # the parsing GET /1/predict/rfm?since= uses
+
+    t = _time(float(value) if str(value).replace(".", "", 1).isdigit() else value, "since")
+    if t > clock.now():
+        raise FormError("since: must not be in the future", field="since")
+    return t
 
 
 def _kind(kind: str) -> str:

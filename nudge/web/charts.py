@@ -21,7 +21,7 @@ async def form_of(request: Any) -> dict[str, str]:
     return dict(parse_qsl(body, keep_blank_values=True))
 
 
-KINDS = ("trends", "funnels", "retention", "flows", "dayparting")
+KINDS = ("trends", "funnels", "retention", "flows", "dayparting", "rfm")
 
 
 def _short(label: str) -> str:
@@ -47,7 +47,7 @@ def _dur(s: float | None) -> str:
 
 def table_for(kind: str, r: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return {"trends": _trends_table, "funnels": _funnel_table, "retention": _retention_table,
-            "flows": _flows_table, "dayparting": _dayparting_table}[kind](r)
+            "flows": _flows_table, "dayparting": _dayparting_table, "rfm": _rfm_table}[kind](r)
 
 
 def _trends_table(r: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -121,6 +121,14 @@ def _dayparting_table(r: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
+def _rfm_table(r: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    header = ["segment", "users", "revenue", "avg_recency_days", "avg_frequency", "avg_monetary"]
+    rows = [[s["segment"], s["users"], s["revenue"], s["avg_recency_days"], s["avg_frequency"],
+             s["avg_monetary"]] for s in r["segments"]]
+    rows.append(["no_purchases", r["no_purchases"], None, None, None, None])
+    return header, rows
+
+
 def to_csv(header: list[str], rows: list[list[Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -136,7 +144,7 @@ def option_for(kind: str, r: dict[str, Any], chart: str = "line") -> dict[str, A
     if kind == "trends":
         return _trends_option(r, chart)
     return {"funnels": _funnel_option, "retention": _retention_option, "flows": _flows_option,
-            "dayparting": _dayparting_option}[kind](r)
+            "dayparting": _dayparting_option, "rfm": _rfm_option}[kind](r)
 
 
 HEAT = ["#f3f6fb", "#1f5fbf"]
@@ -214,3 +222,17 @@ def _dayparting_option(r: dict[str, Any]) -> dict[str, Any]:
             "visualMap": {"min": 0, "max": top, "calculable": True, "orient": "horizontal",
                           "left": "center", "bottom": 0, "inRange": {"color": HEAT}},
             "series": [{"name": r.get("measure", "total"), "type": "heatmap", "data": data}]}
+
+
+def _rfm_option(r: dict[str, Any]) -> dict[str, Any]:
+    """The R x F grid: buyers per cell (R down from 5, F across from 1)."""
+    top = max((c["users"] for c in r["grid"]), default=0) or 1
+    return {**_BASE, "tooltip": {"position": "top"},
+            "grid": {"left": 56, "right": 16, "top": 16, "bottom": 72},
+            "xAxis": {"type": "category", "data": ["1", "2", "3", "4", "5"], "name": "F",
+                      "nameLocation": "middle", "nameGap": 28},
+            "yAxis": {"type": "category", "data": ["5", "4", "3", "2", "1"], "name": "R"},
+            "visualMap": {"min": 0, "max": top, "calculable": True, "orient": "horizontal",
+                          "left": "center", "bottom": 0, "inRange": {"color": HEAT}},
+            "series": [{"name": "buyers", "type": "heatmap", "label": {"show": True},
+                        "data": [[c["f"] - 1, 5 - c["r"], c["users"]] for c in r["grid"]]}]}

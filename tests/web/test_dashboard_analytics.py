@@ -270,3 +270,18 @@ def test_save_a_funnel_to_a_board_and_open_it(page: Page, srv: NudgeServer) -> N
         "rows => rows.map(r => Number(r.cells[2].textContent))")
     assert users == [s["users"] for s in api["steps"]]
     assert page.goto(f"{srv.url}/ui/{srv.account_id}/boards/nothing-here").status == 404  # type: ignore[union-attr]
+
+
+def test_rfm_grid_matches_the_api(page: Page, srv: NudgeServer) -> None:
+    page.goto(f"{srv.url}/ui/{srv.account_id}/analytics/rfm")
+    page.click("#report-form button[type=submit]")
+    expect(page.locator("#report-result table.report-table")).to_be_visible()
+    expect(page.locator("#report-chart canvas")).to_have_count(1)
+    r = httpx.get(srv.url + "/1/predict/rfm", headers=srv.headers, timeout=60)
+    assert r.status_code == 200, r.text
+    api = r.json()
+    assert api["buyers"] > 0
+    rows = _table(page)
+    assert [(row[0], int(row[1])) for row in rows] == [
+        *((s["segment"], s["users"]) for s in api["segments"]),
+        ("no_purchases", api["no_purchases"])]
