@@ -231,6 +231,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/ui/{account_id}/campaigns/{campaign_id}/review"): "campaigns:read",
     ("POST", "/ui/{account_id}/campaigns/{campaign_id}/preview"): "campaigns:write",
     ("POST", "/ui/{account_id}/campaigns/{campaign_id}/send"): "campaigns:write",
+    ("GET", "/ui/{account_id}/journeys"): "journeys:read",
+    ("GET", "/ui/{account_id}/journeys/{journey_id}"): "journeys:read",
     ("GET", "/ui/{account_id}/settings"): "analytics:read",
     ("GET", "/ui/{account_id}/settings/keys"): "keys:manage",
     ("POST", "/ui/{account_id}/settings/keys"): "keys:manage",

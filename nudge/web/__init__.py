@@ -20,6 +20,7 @@ def install(app: FastAPI) -> None:
         campaigns,
         events,
         home,
+        journeys,
         people,
         segments,
         settings,
@@ -27,6 +28,6 @@ def install(app: FastAPI) -> None:
     )
 
     for module in (signin, home, events, people, settings, segments, analytics, boards,
-                   campaign_wizard, campaigns):  # the wizard's /campaigns/new first
+                   campaign_wizard, campaigns, journeys):  # the wizard's /campaigns/new first
         app.include_router(module.router)
     app.mount("/ui/static", StaticFiles(directory=STATIC), name="ui-static")

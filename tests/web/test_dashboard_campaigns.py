@@ -154,3 +154,36 @@ def test_wizard_builds_an_email_campaign_that_arrives(
     saved = h.api(srv, "GET", f"/1/campaigns/{cid}", ok=200).json()
     assert saved["definition"]["audience"] == {"segment_id": seg["id"]}
     page.close()
+
+
+def test_journey_graph_shows_the_api_counts(signed_in: BrowserContext, srv: NudgeServer) -> None:
+    """A published journey entered through the API is drawn node by node, each with the
+    counts of GET /1/journeys/{id}/report (steps run, people waiting there now)."""
+    h.profiles(srv, [{"identity": f"j{i}"} for i in range(6)])
+    j = h.api(srv, "POST", "/1/journeys", {
+        "name": "Onboarding", "entry": {"api": True}, "start": "split",
+        "nodes": [{"id": "split", "type": "split",
+                   "branches": [{"percent": 50, "next": "tag"}, {"percent": 50, "next": "wait"}]},
+                  {"id": "tag", "type": "update_profile", "set": {"onboarded": True},
+                   "next": "done"},
+                  {"id": "wait", "type": "delay", "duration": {"days": 3}, "next": "done"},
+                  {"id": "done", "type": "exit"}]}, ok=201).json()
+    h.api(srv, "POST", f"/1/journeys/{j['id']}/publish", ok=200)
+    h.api(srv, "POST", f"/1/journeys/{j['id']}/enter",
+          {"to": [{"identity": f"j{i}"} for i in range(6)]}, ok=202)
+    report = h.wait_for(lambda: (r := h.api(srv, "GET", f"/1/journeys/{j['id']}/report",
+                                            ok=200).json())["entered"] == 6 and
+                        sum(r["steps"].get("split", {}).values()) == 6 and
+                        r["active"] == r["at_node"].get("wait", 0) and r,
+                        what="6 entries split, the active ones all waiting in the delay")
+    page = signed_in.new_page()
+    page.goto(f"{srv.url}/ui/{srv.account_id}/journeys")
+    page.get_by_role("link", name="Onboarding").click()
+    expect(page.locator("[data-figure=entered]")).to_have_text("6")
+    for node in ("split", "tag", "wait", "done"):
+        g = page.locator(f"g[data-node={node}]")
+        assert int(g.locator("[data-waiting]").text_content() or "") == \
+            report["at_node"].get(node, 0)
+    assert int(page.locator("g[data-node=split] [data-passed]").text_content() or "") == 6
+    assert page.locator("line[data-edge]").count() == 4
+    page.close()
