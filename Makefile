@@ -34,6 +34,7 @@ bench: $(STAMP)
 # Screenshots of each main dashboard page on demo data -> docs/screenshots/*.png
 screenshots: $(STAMP)
 	$(BIN)/python -m bench.dashboard_pages --users 20000 --events 500000 --shots-only
+	$(BIN)/python -m bench.dashboard_pages_analytics --users 20000 --events 500000
 
 clean:
 	rm -rf $(VENV) .pytest_cache
