@@ -37,8 +37,10 @@ FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "sms": (("body",), ("body",)),
     "whatsapp": (("template", "language", "params"), ("template",)),
     "webhook": (("body",), ("body",)),
-    "inapp": (("title", "body", "deep_link"), ("body",)),
+    "inapp": (("title", "body", "deep_link", "image", "button", "layout"), ("body",)),
 }
+# How the SDKs show an in-app message ("inbox": only listed in the inbox, no pop-up).
+INAPP_LAYOUTS = ("banner", "modal", "toast", "inbox")
 MAX_VARIANTS = 10
 
 
@@ -216,6 +218,8 @@ def _content(v: Any, field: str, channels: tuple[str, ...]) -> dict[str, dict[st
                 raise bad(f"{f}.{r}", "is required")
         if ch == "email" and not ({"html", "text", "mjml"} & set(s)):
             raise bad(f"{f}.html", "one of html, text or mjml is required")
+        if ch == "inapp" and "layout" in s and s["layout"] not in INAPP_LAYOUTS:
+            raise bad(f"{f}.layout", f"must be one of {', '.join(INAPP_LAYOUTS)}")
         fields: dict[str, Any] = {}
         for name, src in s.items():
             if ch == "whatsapp" and name == "params":

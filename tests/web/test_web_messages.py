@@ -161,12 +161,19 @@ def test_inapp_campaign_triggered_by_an_event_appears_and_its_click_is_recorded(
         "name": "cart", "kind": "trigger", "channels": ["inapp"],
         "trigger": {"event": "Added To Cart"},
         "caps": [{"max": 1, "per": {"hours": 1}}],  # at most one such message an hour
-        "content": {"inapp": {"title": "Still thinking?",
+        "content": {"inapp": {"title": "Still thinking?", "layout": "modal",
+                              "button": "Back to {{ event.item }}",
                               "body": "Your {{ event.item }} is waiting"}}})
     cid = c.json()["id"]
     api(server, "POST", f"/1/campaigns/{cid}/send")
+    bad = httpx.post(server.url + "/1/campaigns", headers=server.headers, timeout=30, json={
+        "name": "bad", "kind": "trigger", "channels": ["inapp"],
+        "trigger": {"event": "Added To Cart"},
+        "content": {"inapp": {"body": "x", "layout": "popup"}}})
+    assert bad.status_code == 400 and "content.inapp.layout" in bad.text
 
-    page.evaluate("h => nudge.inapp.start({userHash: h, layout: 'modal'})",
+    # The page's default layout is a toast; the campaign's own layout (modal) wins.
+    page.evaluate("h => nudge.inapp.start({userHash: h, layout: 'toast'})",
                   user_hash(inbox_secret, who))
     page.evaluate("async () => { nudge.track('Added To Cart', {item: 'red shoes'});"
                   " await nudge.flush(); }")
@@ -174,6 +181,7 @@ def test_inapp_campaign_triggered_by_an_event_appears_and_its_click_is_recorded(
     assert "nudge-modal" in (box.get_attribute("class") or "")
     assert box.inner_text().count("Your red shoes is waiting") == 1
     assert page.locator(".nudge-overlay").count() == 1
+    assert box.query_selector(".nudge-cta").inner_text() == "Back to red shoes"
 
     page.click(".nudge-msg .nudge-cta")
     page.wait_for_selector(".nudge-msg", state="detached")
@@ -201,7 +209,7 @@ def test_inapp_campaign_triggered_by_an_event_appears_and_its_click_is_recorded(
 
 def deliver_inapp(server: NudgeServer, identity: str, content: dict[str, Any]) -> None:
     """Send one in-app message through the real in-app channel from this process, as a
-    separate delivery worker would (campaign content has no per-message layout field)."""
+    separate delivery worker would."""
     d = server.data_dir.resolve()
     engine = control.connect(f"sqlite:///{d / 'control.db'}")
     directory = ChannelDirectory(engine, Keyring(engine, load_master_key(
