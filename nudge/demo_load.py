@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,7 +30,8 @@ def load_demo(settings: Settings, *, users: int, events: int, seed: int, if_empt
         return
     accounts = AccountDirectory(control.connect(settings.control_database_url))
     new = accounts.create(DEMO_NAME, "UTC")
-    creds = {"id": new.account.id, "passcode": new.passcode, "write_key": new.write_key}
+    creds = {"id": new.account.id, "passcode": new.passcode, "write_key": new.write_key,
+             **_dashboard_owner(accounts.engine, new.account.id)}
     registry = StoreRegistry(settings)
     store = registry.get(new.account.id)
     started = time.perf_counter()
@@ -90,6 +92,16 @@ def _generate_into(q: Any, users: int, events: int, seed: int, now: float) -> No
     q.put(None)
 
 
+def _dashboard_owner(engine: Any, account_id: str) -> dict[str, str]:
+    """A dashboard owner for the demo account, with a random password shown by `make run`
+    (owners enroll an authenticator app at their first sign-in: MFA is required for them)."""
+    from nudge.tenancy.users import UserDirectory
+
+    email, password = "owner@demo.nudge.dev", secrets.token_urlsafe(15)
+    UserDirectory(engine).create(email, account_id, "owner", password=password)
+    return {"dashboard_user": email, "dashboard_password": password}
+
+
 def _announce(creds: dict[str, str], *, existing: bool) -> None:
     word = "existing" if existing else "new"
     print(f"""
@@ -104,4 +116,9 @@ Next:
   curl -s 'http://localhost:8000/1/profile?identity=u1' \\
        -H 'X-Nudge-Account-Id: {creds['id']}' -H 'X-Nudge-Passcode: {creds['passcode']}'
   API reference: docs/api.md
+""")
+    if "dashboard_user" in creds:
+        print(f"""Dashboard: http://localhost:8000/ui
+  sign in as {creds['dashboard_user']} with password {creds['dashboard_password']}
+  (first sign-in enrolls an authenticator app: owners need MFA)
 """)

@@ -96,3 +96,23 @@ def test_import_jsonl_csv_parquet_then_export(tmp_path: Path) -> None:
     assert {e["Category"] for e in ev if e["identity"] == "c1"} == {"Books", "Toys"}
     pr = {p["identity"]: p for p in pq.read_table(tmp_path / "pr.parquet").to_pylist()}
     assert pr["p1"]["City"] == "Lima" and pr["p1"]["Age"] == 31
+
+
+def test_demo_prints_credentials_that_work_for_the_api_and_the_dashboard(tmp_path: Path) -> None:
+    out = nudge_cli(tmp_path, "demo", "--users", "100", "--events", "1500")
+    creds = json.loads((tmp_path / "demo-account.json").read_text())
+    assert creds["passcode"] in out and creds["dashboard_password"] in out
+    srv = NudgeServer(tmp_path, free_port(), creds["id"], creds["passcode"], creds["write_key"])
+    srv.start()
+    try:
+        catalog = httpx.get(srv.url + "/1/events/catalog", headers=srv.headers, timeout=30)
+        assert catalog.status_code == 200 and catalog.json()["events"]
+        login = httpx.post(srv.url + "/auth/login", timeout=30, json={
+            "email": creds["dashboard_user"], "password": creds["dashboard_password"]})
+        # An owner without MFA yet is signed in to the enrollment step, not further.
+        assert login.status_code == 200 and login.json()["stage"] == "enroll", login.text
+        wrong = httpx.post(srv.url + "/auth/login", timeout=30, json={
+            "email": creds["dashboard_user"], "password": "not-the-password-at-all"})
+        assert wrong.status_code == 401
+    finally:
+        srv.stop()
