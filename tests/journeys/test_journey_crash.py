@@ -15,7 +15,9 @@ import pytest
 from nudge.journeys.model import JourneyBuilder
 from tests.engage import engage_helpers as h
 
-N = int(os.environ.get("NUDGE_TEST_JOURNEY_CRASH_USERS", "10000"))
+# 5k in the suite (CI's 20-minute budget); the 10k passed in 115 s in a full quiet
+# run (docs/benchmarks.md): NUDGE_TEST_JOURNEY_CRASH_USERS=10000 runs it at that size.
+N = int(os.environ.get("NUDGE_TEST_JOURNEY_CRASH_USERS", "5000"))
 ENV = {"NUDGE_ENGAGE_POLL_MS": "50", "NUDGE_ENGAGE_LEASE_S": "20",
        "NUDGE_JOURNEY_POLL_MS": "100", "NUDGE_JOURNEY_SEGMENT_POLL_S": "1",
        "NUDGE_JOURNEY_ENTRY_BATCH": "1000", "NUDGE_JOURNEY_STEP_BATCH": "500"}
