@@ -130,25 +130,27 @@ def _gdpr(ctx: PageContext) -> GdprRequests:
     return GdprRequests(ctx.nudge.accounts.engine, ctx.nudge.keyring, ctx.store, ctx.timezone)
 
 
+async def _act(request: Request, account_id: str, user_id: str, action: str,
+               done: str) -> Response:
+    """Run one GDPR action on one person through nudge/privacy/gdpr.py, as the API does."""
+    ctx = context(request, account_id)
+    subject = Subject("user_id", str(_user_id(user_id)), 0)
+    receipt = await run_in_threadpool(getattr(_gdpr(ctx), action), [subject],
+                                      ctx.caller.principal)
+    return render(request, "gdpr_done.html", ctx, action=done, receipt=receipt)
+
+
 @router.post("/ui/{account_id}/people/{user_id}/erase")
 @page
 async def erase(request: Request, account_id: str, user_id: str) -> Response:
     """Erase the person everywhere (nudge/privacy/gdpr.py), as POST /1/gdpr/erase does."""
-    ctx = context(request, account_id)
-    uid = _user_id(user_id)
-    receipt = await run_in_threadpool(_gdpr(ctx).erase, [Subject("user_id", str(uid), 0)],
-                                      ctx.caller.principal)
-    return render(request, "gdpr_done.html", ctx, action="erased", receipt=receipt)
+    return await _act(request, account_id, user_id, "erase", "erased")
 
 
 @router.post("/ui/{account_id}/people/{user_id}/suppress")
 @page
 async def suppress(request: Request, account_id: str, user_id: str) -> Response:
-    ctx = context(request, account_id)
-    uid = _user_id(user_id)
-    receipt = await run_in_threadpool(_gdpr(ctx).suppress, [Subject("user_id", str(uid), 0)],
-                                      ctx.caller.principal)
-    return render(request, "gdpr_done.html", ctx, action="suppressed", receipt=receipt)
+    return await _act(request, account_id, user_id, "suppress", "suppressed")
 
 
 @router.get("/ui/{account_id}/people/{user_id}/export")
