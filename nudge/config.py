@@ -58,6 +58,9 @@ class Settings:
     session_absolute_s: int = 12 * 3600
     rate_limit_account_per_minute: int = 120_000
     rate_limit_key_per_minute: int = 60_000
+    # Privacy (docs/privacy.md): after an erasure the account file is rewritten under a new
+    # key within this many seconds (erasures meanwhile share one rewrite; 0: at once).
+    erasure_rewrite_delay_s: int = 600
     # Origins allowed to call /v1/* and /sdk/* from browsers: "*" or comma-separated.
     cors_origins: str = "*"
     # Engage (docs/engagement.md): delivery workers per process, messages each claims at a

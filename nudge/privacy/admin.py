@@ -21,6 +21,7 @@ from typing import Any
 
 from nudge.config import Settings
 from nudge.errors import NudgeError
+from nudge.privacy import shred
 from nudge.privacy.backup import backup
 from nudge.privacy.gdpr import GdprRequests, parse_subjects
 from nudge.privacy.keys import Keyring, keyring_for
@@ -44,10 +45,8 @@ class Instance:
             progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
         op = request.get("op")
         if op == "backup":
-            manifest = backup(self.settings, self.keyring, self.stores.get,
-                              lambda: [a.id for a in self.accounts.list()],
-                              Path(request["dest"]), skip_control=bool(request.get("skip_control")),
-                              progress=progress)
+            with shred.rewrites_paused():  # the copied keys and files must agree
+                manifest = self._backup(request, progress)
             return {"accounts": len(manifest["accounts"]), "seconds": manifest["seconds"],
                     "dest": request["dest"]}
         if op == "gdpr":
@@ -64,6 +63,12 @@ class Instance:
                 return service.suppress(subjects, "cli", lift=action == "unsuppress")
         raise NudgeError(f"unknown admin operation {op!r}")
 
+    def _backup(self, request: dict[str, Any],
+                progress: Callable[[str], None]) -> dict[str, Any]:
+        return backup(self.settings, self.keyring, self.stores.get,
+                      lambda: [a.id for a in self.accounts.list()], Path(request["dest"]),
+                      skip_control=bool(request.get("skip_control")), progress=progress)
+
 
 class LocalInstance(Instance):
     """The data directory opened by this process (no server running)."""
@@ -74,6 +79,9 @@ class LocalInstance(Instance):
                          StoreRegistry(settings, keyring), keyring)
 
     def close(self) -> None:
+        # A CLI erasure without a server: its rewrite is done now, not left owed until the
+        # next server start (nudge/privacy/shred.py).
+        shred.run_owed(self.stores.get, self.keyring, self.keyring.engine)
         self.stores.close()
         self.keyring.engine.dispose()
 
@@ -107,8 +115,14 @@ class AdminSocket:
         self.path = instance.settings.data_dir / SOCKET_NAME
         self._server: _Server | None = None
         self._instance = instance
+        delay = instance.settings.erasure_rewrite_delay_s
+        # Owed rewrites after erasures (crypto-shredding) run in the server that holds the
+        # account files: started and stopped with this socket.
+        self._rewrites = shred.RewriteScheduler(instance.stores.get, instance.keyring,
+                                                poll_s=min(5.0, delay / 10))
 
     def start(self) -> AdminSocket:
+        self._rewrites.start()
         if len(os.fsencode(self.path)) >= 100:
             log.warning("data directory path too long for the admin socket; nudge backup "
                         "and nudge gdpr need the server stopped")
@@ -125,6 +139,7 @@ class AdminSocket:
         return self
 
     def close(self) -> None:
+        self._rewrites.close()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from nudge.clock import clock
 from nudge.errors import NotFound, ValidationError
 from nudge.ingest.records import RecordInvalid
 from nudge.ingest.upload import normalize_identifier
-from nudge.privacy import suppression
+from nudge.privacy import shred, suppression
 from nudge.privacy.keys import Keyring
 from nudge.query.profiles import event_props, iso, profile_view
 from nudge.store import control
@@ -308,16 +309,28 @@ def record_request(engine: Engine, keyring: Keyring, account_id: str, action: st
     return rid
 
 
-def get_request(engine: Engine, account_id: str, rid: str) -> dict[str, Any]:
+def get_request(engine: Engine, account_id: str, rid: str,
+                keyring: Keyring | None = None) -> dict[str, Any]:
+    """A stored request and its receipt; an erasure's receipt says whether (and when) the
+    account file has been rewritten since (``file_rewritten_at``, with ``keyring``)."""
     t = control.gdpr_requests
     with engine.connect() as conn:
         row = conn.execute(sa.select(t).where(t.c.id == rid, t.c.account_id == account_id)
                            ).mappings().first()
     if row is None:
         raise NotFound("no such GDPR request")
+    receipt = json.loads(row["receipt"])
+    if keyring is not None and "file_rewrite_by" in receipt:
+        erased_at = dt.datetime.fromisoformat(receipt["erased_at"]).timestamp()
+        done = shred.rewritten_since(keyring, account_id, erased_at)
+        receipt["file_rewritten_at"] = None if done is None else iso_epoch(done)
     return {"id": row["id"], "action": row["action"], "actor": row["actor"],
-            "subjects": json.loads(row["subjects"]), "receipt": json.loads(row["receipt"]),
-            "created_at": dt.datetime.fromtimestamp(row["created_at"], dt.UTC).isoformat()}
+            "subjects": json.loads(row["subjects"]), "receipt": receipt,
+            "created_at": iso_epoch(row["created_at"])}
+
+
+def iso_epoch(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat()
 
 
 # -- the service used by the API and the CLI ---------------------------------------------------
@@ -330,6 +343,7 @@ class GdprRequests:
         self.engine, self.keyring, self.store = engine, keyring, store
         self.account_id = store.account_id
         self.timezone = timezone
+        self.rewrite_delay_s = store.settings.erasure_rewrite_delay_s
 
     def _segments(self, uid: int) -> list[dict[str, Any]]:
         from nudge.query.segments.evaluate import SegmentEngine
@@ -377,10 +391,17 @@ class GdprRequests:
             return found, deleted
 
         found, deleted = self.store.run_on_writer(run).result()
-        return self._record("erase", actor, subjects, {
+        erased_at = time.time()
+        receipt: dict[str, Any] = {
             "people": [{"subject": f.subject.index, "found": f.user_id is not None,
                         "user_ids": f.all_ids} for f in found],
-            "deleted": deleted})
+            "deleted": deleted, "erased_at": iso_epoch(erased_at)}
+        if any(f.user_id is not None for f in found):
+            # Gone from every read path now; gone from the disk (the file rewritten under a
+            # new key, the old one destroyed) by this time: nudge/privacy/shred.py.
+            due = shred.owe(self.engine, self.account_id, self.rewrite_delay_s)
+            receipt["file_rewrite_by"] = iso_epoch(max(due, erased_at))
+        return self._record("erase", actor, subjects, receipt)
 
     def suppress(self, subjects: list[Subject], actor: str, lift: bool = False
                  ) -> dict[str, Any]:

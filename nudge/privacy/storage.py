@@ -127,6 +127,35 @@ def migrate_to_encrypted(con: duckdb.DuckDBPyConnection, path: Path, key: str) -
     fsync(path.parent)
 
 
+def rewrite_path(path: Path) -> Path:
+    """Where the rewrite of the account file at ``path`` is built (nudge/privacy/shred.py)."""
+    return path.with_name(path.name + ".rekey")
+
+
+def remove_partial_rewrite(path: Path) -> None:
+    """Delete what a rewrite cut short left beside ``path`` (never the file itself)."""
+    tmp = rewrite_path(path)
+    for leftover in (tmp, Path(str(tmp) + ".wal")):
+        leftover.unlink(missing_ok=True)
+
+
+def key_opens(path: Path, key: str) -> bool:
+    """Whether ``key`` is the encryption key of the DuckDB file at ``path`` (read-only probe;
+    the file must not be attached in this process)."""
+    _check_key(key)
+    con = duckdb.connect(":memory:")
+    try:
+        load_crypto(con)
+        con.execute(f"ATTACH {_literal(str(path))} AS probe (ENCRYPTION_KEY '{key}', READ_ONLY)")
+        return True
+    except duckdb.Error as e:
+        if "Wrong encryption key" in str(e):
+            return False
+        raise
+    finally:
+        con.close()
+
+
 def fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -149,8 +178,8 @@ def open_account_file(data_dir: Path, account_id: str,
     keyring = keyring_for(settings)
     con = duckdb.connect(":memory:")
     try:
-        attach(con, settings.accounts_dir / account_id / "events.duckdb",
-               keyring.duckdb_key(account_id), "acct", read_only=read_only)
+        path = settings.accounts_dir / account_id / "events.duckdb"
+        attach(con, path, keyring.duckdb_key(account_id, path), "acct", read_only=read_only)
         con.execute("USE acct")
     except BaseException:
         con.close()

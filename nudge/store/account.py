@@ -76,19 +76,8 @@ class AccountStore:
         self.path = path
         self.settings = settings
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = duckdb.connect(":memory:")
-        # Every TIMESTAMP column holds UTC. Casts like to_timestamp(?)::TIMESTAMP and now()
-        # go through the session time zone, which defaults to the host's; pin it to UTC for
-        # every cursor (GLOBAL: cursors are sessions of their own) so that time filters and
-        # the dedup window do not shift by the host's UTC offset.
-        self.db.execute("SET GLOBAL TimeZone = 'UTC'")
-        if settings.duckdb_memory_limit:
-            self.db.execute("SET memory_limit = ?", [settings.duckdb_memory_limit])
-        if settings.duckdb_threads:
-            self.db.execute(f"SET threads = {int(settings.duckdb_threads)}")
-        # ATTACH (rather than connect) so that the file is encrypted with the account's key
-        # (nudge/privacy/storage.py; migrates an old unencrypted file on first open).
-        storage.attach(self.db, path, encryption_key, "acct")
+        self._db_lock = threading.Lock()  # cursors vs. reopen_file
+        self.db = self._connect(encryption_key)
         self.writer_cursor = self.cursor()
         for ddl in DDL:
             self.writer_cursor.execute(ddl)
@@ -100,6 +89,22 @@ class AccountStore:
         self._thread.start()
 
     # -- startup ------------------------------------------------------------------------
+    def _connect(self, encryption_key: str | None) -> duckdb.DuckDBPyConnection:
+        db = duckdb.connect(":memory:")
+        # Every TIMESTAMP column holds UTC. Casts like to_timestamp(?)::TIMESTAMP and now()
+        # go through the session time zone, which defaults to the host's; pin it to UTC for
+        # every cursor (GLOBAL: cursors are sessions of their own) so that time filters and
+        # the dedup window do not shift by the host's UTC offset.
+        db.execute("SET GLOBAL TimeZone = 'UTC'")
+        if self.settings.duckdb_memory_limit:
+            db.execute("SET memory_limit = ?", [self.settings.duckdb_memory_limit])
+        if self.settings.duckdb_threads:
+            db.execute(f"SET threads = {int(self.settings.duckdb_threads)}")
+        # ATTACH (rather than connect) so that the file is encrypted with the account's key
+        # (nudge/privacy/storage.py; migrates an old unencrypted file on first open).
+        storage.attach(db, self.path, encryption_key, "acct")
+        return db
+
     def _load_state(self) -> None:
         cur = self.writer_cursor
         self.catalog = PropertyCatalog(
@@ -338,9 +343,21 @@ class AccountStore:
     # -- reads ----------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A read cursor on the account database; sees every committed record."""
-        cur = self.db.cursor()
-        cur.execute("USE acct")  # each cursor starts on the default (in-memory) catalog
+        with self._db_lock:
+            cur = self.db.cursor()
+            cur.execute("USE acct")  # each cursor starts on the default (in-memory) catalog
         return cur
+
+    def reopen_file(self, replace: Callable[[], str | None]) -> None:
+        """Close the database, let ``replace()`` put another file at ``self.path`` and
+        return its key, and attach that (crypto-shredding, nudge/privacy/shred.py). Writer
+        thread only; readers wait for the swap, reads in flight finish first."""
+        with self._db_lock:
+            self.db.close()
+            self.db = self._connect(replace())
+            cur = self.db.cursor()
+            cur.execute("USE acct")
+            self.writer_cursor = cur
 
     def user_for(self, kind: str, value: str) -> int | None:
         with self.cursor() as cur:

@@ -331,6 +331,39 @@ gdpr_requests = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 sa.Index("ix_gdpr_requests_account", gdpr_requests.c.account_id, gdpr_requests.c.created_at)
+
+# Crypto-shredding (nudge/privacy/shred.py): each account *file* has its own random DuckDB
+# key, wrapped by the master key like data keys (associated data: account and generation).
+# An erasure rewrites the file under a new key (state "pending" until the new file is in
+# place, then "active") and the old row is deleted: what was erased before is unreadable.
+account_file_keys = sa.Table(
+    "account_file_keys",
+    metadata,
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("generation", sa.Integer, primary_key=True),
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
+    sa.Column("master_key_id", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),  # active | pending
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("rewrapped_at", sa.Float, nullable=True),
+)
+# Rewrites owed after erasures, one row per account: erasures until due_at share one rewrite.
+store_rewrites = sa.Table(
+    "store_rewrites",
+    metadata,
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), primary_key=True),
+    sa.Column("requested_at", sa.Float, nullable=False),
+    sa.Column("due_at", sa.Float, nullable=False),
+    sa.Column("erasures", sa.Integer, nullable=False),
+)
+# API rate limits shared by every server process (nudge/tenancy/ratelimit.py): one GCRA
+# "theoretical arrival time" (a token bucket as one timestamp) per account and per key.
+rate_buckets = sa.Table(
+    "rate_buckets",
+    metadata,
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("tat", sa.Float, nullable=False),
+)
 # -- end privacy ------------------------------------------------------------------------------
 
 

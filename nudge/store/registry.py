@@ -33,7 +33,8 @@ class StoreRegistry:
                 store = self._stores.get(account_id)
                 if store is None:
                     store = AccountStore(account_id, self.path_for(account_id), self.settings,
-                                         self.keyring.duckdb_key(account_id))
+                                         self.keyring.duckdb_key(
+                                             account_id, self.path_for(account_id)))
                     self._stores[account_id] = store
         return store
 

@@ -70,4 +70,4 @@ async def receipt(request_id: str, request: Request) -> Response:
     """The receipt of an earlier request of this account."""
     nudge, account_id, _ = passcode_account(request)
     return _json(await run_in_threadpool(get_request, nudge.accounts.engine, account_id,
-                                         request_id))
+                                         request_id, nudge.keyring))
