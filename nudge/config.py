@@ -80,6 +80,8 @@ class Settings:
     journey_step_batch: int = 1_000
     journey_entry_batch: int = 5_000
     journey_segment_poll_s: int = 60
+    journey_lease_s: int = 30
+    journey_date_poll_s: int = 60
     public_url: str = "http://127.0.0.1:8080"
     # Predict (docs/predict.md): OpenMP threads per model fit, and how often the in-process
     # scheduler looks for goals due for retraining (0: no scheduler in this process).

@@ -42,11 +42,13 @@ from nudge.engage.directory import CampaignDirectory, spec_of
 from nudge.engage.expand import build_rows, segment_engine
 from nudge.errors import NotFound
 from nudge.ingest.records import Record
+from nudge.query.segments.model import Did, EventSpec, Window
 from nudge.query.segments.model import parse as parse_segment
 from nudge.query.segments.saved import SegmentDirectory
 from nudge.store import account as account_store
 from nudge.store import control
 
+from . import date_entry, leases, segment_entry
 from .model import EventMatch, Journey, Node, parse
 from .timers import delay_until
 
@@ -93,8 +95,13 @@ class JourneyEngine:
         self.tasks: list[asyncio.Task[Any]] = []
         self.kick: asyncio.Event | None = None
         self.queue: asyncio.Queue[tuple[str, list[Any]]] | None = None
+        self.changed_kick: asyncio.Event | None = None
+        self._changed: dict[str, set[int]] = {}
+        self._changed_lock = threading.Lock()
         self.stopping = False
         self.steps_run = 0
+        self.steps_planned = 0  # including plans dropped at commit (an event moved the entry)
+        self.owner = leases.new_owner()
 
     # -- definitions ---------------------------------------------------------------------------
     def version(self, journey_id: int, version: int) -> Journey:
@@ -133,6 +140,7 @@ class JourneyEngine:
         now = clock.now()
         uids = list({u for u, _, _ in people})
         with self.lock, self.engine.begin() as conn:
+            leases.begin_write(conn)
             history: dict[int, list[Any]] = {}
             for i in range(0, len(uids), 900):
                 for r in conn.execute(sa.select(E.c.user_id, E.c.status, E.c.entered_at,
@@ -189,11 +197,14 @@ class JourneyEngine:
         uids = list(by_user)
         now = clock.now()
         with self.lock, self.engine.begin() as conn:
+            leases.begin_write(conn)
             entries = []
             for i in range(0, len(uids), 900):
-                entries += conn.execute(sa.select(E).where(
-                    E.c.account_id == account_id, E.c.status == "active",
-                    E.c.user_id.in_(uids[i:i + 900]))).fetchall()
+                q = sa.select(E).where(E.c.account_id == account_id, E.c.status == "active",
+                                       E.c.user_id.in_(uids[i:i + 900]))
+                if conn.dialect.name == "postgresql":
+                    q = q.with_for_update()
+                entries += conn.execute(q).fetchall()
             changed = 0
             for en in entries:
                 if en.journey_id not in live:
@@ -239,11 +250,10 @@ class JourneyEngine:
             with self.engine.connect() as conn:
                 live = {r[0] for r in conn.execute(sa.select(J.c.id).where(
                     J.c.status == "published"))}
-                if not live:
-                    return total
-                rows = conn.execute(sa.select(E).where(
-                    E.c.status == "active", E.c.due_at <= clock.now(),
-                    E.c.journey_id.in_(live)).order_by(E.c.due_at).limit(batch)).fetchall()
+            if not live:
+                return total
+            rows = leases.claim(self.engine, self.owner, live, clock.now(), batch,
+                                self.settings.journey_lease_s)
             if not rows:
                 return total
             total += self._run_batch(rows)
@@ -260,12 +270,14 @@ class JourneyEngine:
             runner.plan(p)
         runner.sends(plans)
         runner.write_profiles(plans)
+        self.steps_planned += sum(len(p.steps) for p in plans)
         with self.lock, self.engine.begin() as conn:
-            # An event may have moved an entry since it was read: only plans whose entry is
-            # still at the same step are applied.
+            # An event (in any process) may have moved an entry since it was claimed: only
+            # plans whose entry is still at the same step are applied (compare-and-set on
+            # seq, under the write lock / row locks), and the claims end with the commit.
             ids = [p.entry.id for p in plans]
-            current = {r.id: r.seq for r in conn.execute(sa.select(E.c.id, E.c.seq).where(
-                E.c.id.in_(ids), E.c.status == "active"))}
+            leases.release(conn, self.owner, ids)
+            current = leases.current_seq(conn, ids)
             plans = [p for p in plans if current.get(p.entry.id) == p.entry.seq]
             steps = [s for p in plans for s in p.steps]
             _insert_ignore(conn, S, steps, ("step_key",))
@@ -279,45 +291,22 @@ class JourneyEngine:
         self.steps_run += n
         return n
 
-    # -- segments ------------------------------------------------------------------------------
+    # -- segments and dates --------------------------------------------------------------------
     def poll_segments(self) -> int:
-        """Enter members of segment-entry journeys who may enter (re-entry rules)."""
+        """Reconciliation: enter members of segment-entry journeys who may enter."""
         with self.engine.connect() as conn:
             rows = list(conn.execute(sa.select(J.c.id, J.c.account_id, J.c.version).where(
                 J.c.status == "published", J.c.deleted_at.is_(None))))
         n = 0
         for r in rows:
             j = self.version(r.id, r.version)
-            if j.entry_event is not None or j.entry.get("api"):
-                continue
-            n += self.enter_segment(r.account_id, r.id, r.version, j)
+            if j.segment_entry:
+                n += segment_entry.enter_all(self, r.account_id, r.id, r.version, j)
         return n
 
-    def enter_segment(self, account_id: str, journey_id: int, version: int, j: Journey) -> int:
-        saved = SegmentDirectory(self.engine, account_id)
-        try:
-            node = (parse_segment(saved.get(int(j.entry["segment_id"])).definition,
-                                  clock.now()) if "segment_id" in j.entry
-                    else parse_segment(j.entry["definition"], clock.now()))
-        except NotFound:
-            log.warning("journey %s: entry segment is gone", journey_id)
-            return 0
-        members = sorted(segment_engine(self.engage, account_id, saved).user_ids(node))
-        with self.engine.connect() as conn:
-            counts = dict(conn.execute(sa.select(E.c.user_id, sa.func.count()).where(
-                E.c.journey_id == journey_id).group_by(E.c.user_id)).fetchall())
-            busy = {r[0] for r in conn.execute(sa.select(E.c.user_id).where(
-                E.c.journey_id == journey_id, E.c.status == "active"))}
-        todo = [u for u in members if u not in busy and (j.reentry != "never" or u not in counts)]
-        batch = self.settings.journey_entry_batch
-        n = 0
-        for i in range(0, len(todo), batch):
-            if self.stopping:
-                break
-            n += self.enter(account_id, journey_id, version,
-                            [(u, f"s:{u}:{counts.get(u, 0) + 1}", None)
-                             for u in todo[i:i + batch]])
-        return n
+    def scan_dates(self) -> int:
+        """Enter date-property occurrences that came due (docs: date_entry.py)."""
+        return date_entry.scan(self)
 
     # -- process lifecycle ---------------------------------------------------------------------
     def wake(self) -> None:
@@ -328,20 +317,34 @@ class JourneyEngine:
     def _on_commit(self, account_id: str, events: list[Any]) -> None:
         if self.queue is not None:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, (account_id, events))
+            self._on_profiles(account_id, [e[0] for e in events])
+
+    def _on_profiles(self, account_id: str, uids: list[int]) -> None:
+        """People whose events or profile a commit changed (live segment entry)."""
+        with self._changed_lock:
+            self._changed.setdefault(account_id, set()).update(uids)
+        if self.changed_kick is not None:
+            self.loop.call_soon_threadsafe(self.changed_kick.set)
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.kick = asyncio.Event()
         self.queue = asyncio.Queue()
+        self.changed_kick = asyncio.Event()
         account_store.commit_subscribers.append(self._on_commit)
+        account_store.profile_subscribers.append(self._on_profiles)
         self.tasks = [asyncio.create_task(self._ticks(), name="journey-ticks"),
                       asyncio.create_task(self._events(), name="journey-events"),
-                      asyncio.create_task(self._segments(), name="journey-segments")]
+                      asyncio.create_task(self._segments(), name="journey-segments"),
+                      asyncio.create_task(self._live_segments(), name="journey-live"),
+                      asyncio.create_task(self._dates(), name="journey-dates")]
 
     async def stop(self) -> None:
         self.stopping = True
         if self._on_commit in account_store.commit_subscribers:
             account_store.commit_subscribers.remove(self._on_commit)
+        if self._on_profiles in account_store.profile_subscribers:
+            account_store.profile_subscribers.remove(self._on_profiles)
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -368,6 +371,31 @@ class JourneyEngine:
             except Exception:
                 log.exception("journeys failed on %d events of account %s", len(events),
                               account_id)
+
+    async def _live_segments(self) -> None:
+        assert self.changed_kick is not None
+        while True:
+            await self.changed_kick.wait()
+            self.changed_kick.clear()
+            with self._changed_lock:
+                changed, self._changed = self._changed, {}
+            for account_id, uids in changed.items():
+                try:
+                    if any(self.version(r.id, r.version).segment_entry
+                           for r in self.published(account_id)):
+                        await asyncio.to_thread(segment_entry.enter_changed, self,
+                                                account_id, uids)
+                except Exception:
+                    log.exception("journeys: live segment entry failed for account %s",
+                                  account_id)
+
+    async def _dates(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.scan_dates)
+            except Exception:
+                log.exception("journey date entry failed")
+            await asyncio.sleep(self.settings.journey_date_poll_s)
 
     async def _segments(self) -> None:
         while True:
@@ -568,20 +596,21 @@ class _Runner:
             p.state["wait_event"] = None
 
     def condition(self, en: Any, node: Node) -> bool:
-        store = self.eng.engage.stores.get(en.account_id)
-        if node.did is not None:
-            with store.cursor() as cur:
-                return cur.execute(
-                    "SELECT 1 FROM events WHERE user_id = ? AND event = ? AND "
-                    "ts >= to_timestamp(?)::TIMESTAMP LIMIT 1",
-                    [en.user_id, node.did.event, en.entered_at]).fetchone() is not None
-        assert node.segment is not None
         saved = SegmentDirectory(self.eng.engine, en.account_id)
-        seg = (parse_segment(saved.get(int(node.segment["segment_id"])).definition, self.now)
-               if "segment_id" in node.segment
-               else parse_segment(node.segment["definition"], self.now))
+        seg: Any
+        if node.did is not None:
+            # "did E (where ...) at least N times since entry": the segment language's own
+            # event condition over [entered_at, now], so property filters compile to the
+            # same SQL (typed columns, JSON overflow) as in segments.
+            seg = Did(EventSpec(node.did.event, node.did.where), ">=", node.did_count,
+                      Window("between", start=float(en.entered_at) - 1.0, end=self.now + 1.0))
+        else:
+            assert node.segment is not None
+            seg = (parse_segment(saved.get(int(node.segment["segment_id"])).definition,
+                                 self.now) if "segment_id" in node.segment
+                   else parse_segment(node.segment["definition"], self.now))
         return bool(segment_engine(self.eng.engage, en.account_id, saved)
-                    .contains(seg, en.user_id))
+                    .contains(seg, en.user_id, now=self.now))
 
     def sends(self, plans: list[Step]) -> None:
         """Outbox rows for every send step of the batch, through the campaign's render and

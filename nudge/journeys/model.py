@@ -35,6 +35,9 @@ from nudge.query.segments.model import DefinitionError, Filter, _Parser
 NODE_TYPES = ("send", "delay", "wait_event", "condition", "split", "update_profile",
               "webhook", "exit")
 REENTRY = ("never", "after_exit", "after")
+# Condition splits: a saved segment, any segment definition, one profile property filter,
+# or an event (with property filters, at least N times) since the person entered.
+CONDITIONS = ("segment_id", "segment", "profile", "did")
 MAX_NODES = 200
 MAX_ID = 32
 
@@ -64,7 +67,8 @@ class Node:
     on_timeout: str | None = None
     # condition
     segment: dict[str, Any] | None = None  # {"segment_id": n} or {"definition": {...}}
-    did: EventMatch | None = None
+    did: EventMatch | None = None  # the event (with property filters) since entry
+    did_count: int = 1  # ... at least this many times
     yes: str | None = None
     no: str | None = None
     # split
@@ -101,6 +105,14 @@ class Journey:
     reentry_after: float
     max_entries: int | None
     max_users: int | None
+
+    @property
+    def segment_entry(self) -> bool:
+        return "segment_id" in self.entry or "definition" in self.entry
+
+    @property
+    def date_entry(self) -> bool:
+        return "date_property" in self.entry
 
     def exit_events(self) -> set[str]:
         out = {m.event for m in self.exit_when}
@@ -215,19 +227,30 @@ def _node(v: Any, f: str) -> Node:
                     match=tuple(m), timeout=duration(o["timeout"], f"{f}.timeout"),
                     on_event=_target(o, "on_event", f), on_timeout=_target(o, "on_timeout", f))
     if t == "condition":
-        o = _obj(v, f, (*common, "segment_id", "segment", "did", "yes", "no"))
-        which = [k for k in ("segment_id", "segment", "did") if k in o]
+        o = _obj(v, f, (*common, *CONDITIONS, "yes", "no"))
+        which = [k for k in CONDITIONS if k in o]
         if len(which) != 1:
-            raise bad(f, "a condition needs exactly one of segment_id, segment, did")
+            raise bad(f, f"a condition needs exactly one of {', '.join(CONDITIONS)}")
         seg: dict[str, Any] | None = None
         did: EventMatch | None = None
+        count = 1
         if which[0] == "did":
-            did = _event(o["did"], f"{f}.did")
-            if did.where:
-                raise bad(f"{f}.did.where", "is not supported yet (use a segment condition)")
+            did = _event(o["did"], f"{f}.did", ("count",))
+            c = o["did"].get("count", 1)
+            if not isinstance(c, int) or isinstance(c, bool) or c < 1:
+                raise bad(f"{f}.did.count", "must be a positive integer (at least that many "
+                          "times since entry)")
+            count = c
+        elif which[0] == "profile":
+            d = {"profile": o["profile"]}
+            try:
+                _Parser(0).node(d, f)  # errors name nodes[i].profile.<field>
+            except DefinitionError as e:
+                raise bad(e.path, e.message.split(": ", 1)[-1]) from None
+            seg = {"definition": d}
         else:
             seg = _segment(o, f)
-        return Node(nid, t, segment=seg, did=did, yes=_target(o, "yes", f),
+        return Node(nid, t, segment=seg, did=did, did_count=count, yes=_target(o, "yes", f),
                     no=_target(o, "no", f))
     if t == "split":
         o = _obj(v, f, (*common, "branches"))
@@ -260,11 +283,41 @@ def _node(v: Any, f: str) -> Node:
     return Node(nid, t, next=_target(o, "next", f), url=url)
 
 
+ENTRIES = ("event", "segment_id", "segment", "date_property", "api")
+
+
+def _date_entry(o: dict[str, Any]) -> dict[str, Any]:
+    """``{"date_property", "offset"?: {"days"|"weeks", "before"?}, "at"?: "HH:MM"}``:
+    enter on the property's calendar date shifted by whole days, at ``at`` (default 09:00)
+    in the person's timezone."""
+    prop = _str(o["date_property"], "entry.date_property")
+    days = 0
+    if o.get("offset") is not None:
+        off = _obj(o["offset"], "entry.offset", ("days", "weeks", "before"))
+        for k, mult in (("weeks", 7), ("days", 1)):
+            x = off.get(k, 0)
+            if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+                raise bad(f"entry.offset.{k}", "must be a whole number >= 0 (calendar days)")
+            days += x * mult
+        before = off.get("before", False)
+        if not isinstance(before, bool):
+            raise bad("entry.offset.before", "must be true or false")
+        days = -days if before else days
+    at = _clock_time(o.get("at", "09:00"), "entry.at")
+    return {"date_property": prop, "offset_days": days, "at_minutes": at}
+
+
 def _entry(v: Any) -> tuple[dict[str, Any], EventMatch | None]:
-    o = _obj(v, "entry", ("event", "where", "segment_id", "segment", "api"))
-    kinds = [k for k in ("event", "segment_id", "segment", "api") if k in o]
+    o = _obj(v, "entry", ("event", "where", "segment_id", "segment", "date_property",
+                          "offset", "at", "api"))
+    kinds = [k for k in ENTRIES if k in o]
     if len(kinds) != 1:
-        raise bad("entry", "needs exactly one of event, segment_id, segment, api")
+        raise bad("entry", f"needs exactly one of {', '.join(ENTRIES)}")
+    extra = {"offset", "at"} & set(o)
+    if extra and kinds[0] != "date_property":
+        raise bad(f"entry.{sorted(extra)[0]}", "is only for a date_property entry")
+    if kinds[0] == "date_property":
+        return _date_entry(o), None
     if kinds[0] == "event":
         m = _event(o, "entry")
         return {"event": m.event, "where": o.get("where") or []}, m
@@ -347,7 +400,11 @@ def json_schema() -> dict[str, Any]:
                             "timeout": dur, "on_event": nid, "on_timeout": nid},
              ["event", "timeout", "on_event", "on_timeout"]),
         node("condition", {"segment_id": {"type": "integer"}, "segment": {"type": "object"},
-                           "did": ev, "yes": nid, "no": nid}, ["yes", "no"]),
+                           "profile": {"type": "object", "required": ["property", "op"]},
+                           "did": {**ev, "properties": {**ev["properties"],  # type: ignore
+                                                        "count": {"type": "integer",
+                                                                  "minimum": 1}}},
+                           "yes": nid, "no": nid}, ["yes", "no"]),
         node("split", {"branches": {"type": "array", "minItems": 2, "items": {
             "type": "object", "required": ["percent", "next"],
             "properties": {"percent": {"type": "number", "exclusiveMinimum": 0,
@@ -372,6 +429,17 @@ def json_schema() -> dict[str, Any]:
                                  "properties": {"segment_id": {"type": "integer"}}},
                                 {"type": "object", "required": ["segment"],
                                  "properties": {"segment": {"type": "object"}}},
+                                {"type": "object", "required": ["date_property"],
+                                 "additionalProperties": False,
+                                 "properties": {
+                                     "date_property": {"type": "string", "minLength": 1},
+                                     "offset": {"type": "object", "additionalProperties": False,
+                                                "properties": {
+                                                    "days": {"type": "integer", "minimum": 0},
+                                                    "weeks": {"type": "integer", "minimum": 0},
+                                                    "before": {"type": "boolean"}}},
+                                     "at": {"type": "string",
+                                            "pattern": "^[0-2][0-9]:[0-5][0-9]$"}}},
                                 {"type": "object", "required": ["api"],
                                  "properties": {"api": {"const": True}}}]},
             "start": nid,
@@ -413,6 +481,14 @@ class JourneyBuilder:
         self._d["entry"] = {"segment_id": segment_id}
         return self
 
+    def on_date(self, date_property: str, offset: dict[str, Any] | None = None,
+                at: str | None = None) -> JourneyBuilder:
+        """Enter on a date property, e.g. ``on_date("renewal_date", {"days": 3,
+        "before": True}, at="09:00")``."""
+        self._d["entry"] = {"date_property": date_property,
+                            **({"offset": offset} if offset else {}), **({"at": at} if at else {})}
+        return self
+
     def on_api(self) -> JourneyBuilder:
         self._d["entry"] = {"api": True}
         return self
@@ -439,10 +515,11 @@ class JourneyBuilder:
                           "on_timeout": on_timeout})
 
     def condition(self, id: str, yes: str, no: str, segment_id: int | None = None,
-                  segment: dict[str, Any] | None = None,
+                  segment: dict[str, Any] | None = None, profile: dict[str, Any] | None = None,
                   did: dict[str, Any] | None = None) -> JourneyBuilder:
         return self._add({"id": id, "type": "condition", "segment_id": segment_id,
-                          "segment": segment, "did": did, "yes": yes, "no": no})
+                          "segment": segment, "profile": profile, "did": did, "yes": yes,
+                          "no": no})
 
     def split(self, id: str, branches: list[tuple[float, str]]) -> JourneyBuilder:
         return self._add({"id": id, "type": "split",

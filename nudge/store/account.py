@@ -48,6 +48,10 @@ IDENTITY_CACHE_MAX = 2_000_000  # identifiers cached in memory before the cache 
 # subscriber delays the next commit. Nothing is built when there are no subscribers.
 CommittedEvent = tuple[int, str, float, dict[str, Any], str]
 commit_subscribers: list[Callable[[str, list[CommittedEvent]], None]] = []
+# Profile changes (journeys' live segment entry, nudge/journeys/segment_entry.py): called on the
+# writer thread after each durable commit with (account_id, user ids whose profile row
+# changed). Same rule: only enqueue.
+profile_subscribers: list[Callable[[str, list[int]], None]] = []
 
 
 @dataclass
@@ -279,6 +283,14 @@ class AccountStore:
                     subscriber(self.account_id, events)
                 except Exception:
                     log.exception("commit subscriber failed for account %s", self.account_id)
+        if profile_subscribers and commit.plan.touched:
+            final = commit.resolver.final
+            touched = sorted({final(u) for u in commit.plan.touched})
+            for psub in profile_subscribers:
+                try:
+                    psub(self.account_id, touched)
+                except Exception:
+                    log.exception("profile subscriber failed for account %s", self.account_id)
 
     # -- compaction -------------------------------------------------------------------------
     def recent_rows(self) -> int:

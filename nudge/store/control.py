@@ -490,6 +490,26 @@ journey_steps = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
 )
 sa.Index("ix_journey_steps_entry", journey_steps.c.entry_id)
+
+# Row-level claims: an engine (one per server process) claims due entries before running
+# their steps, so two processes on one control store never both run the same user's step.
+# A claim lapses at expires_at (a crashed process's claims are taken over then).
+journey_leases = sa.Table(
+    "journey_leases",
+    metadata,
+    sa.Column("entry_id", sa.Integer, primary_key=True),
+    sa.Column("owner", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+# Date-property entry: how far each journey's occurrences have been entered (occurrences
+# in (scanned_to, now] are entered on the next scan, also after downtime).
+journey_date_scans = sa.Table(
+    "journey_date_scans",
+    metadata,
+    sa.Column("journey_id", sa.Integer, primary_key=True),
+    sa.Column("scanned_to", sa.Float, nullable=False),
+)
 # -- end journeys -----------------------------------------------------------------------------
 
 # -- dashboard boards (issue 9, nudge/web/boards.py) --------------------------------------------
