@@ -41,7 +41,7 @@ from nudge.ingest.upload import normalize_identifier
 from nudge.privacy import shred, suppression
 from nudge.privacy.keys import Keyring
 from nudge.query.profiles import event_props, iso, profile_view
-from nudge.store import control
+from nudge.store import control, user_sets
 from nudge.store.account import AccountStore
 
 MAX_SUBJECTS = 1000
@@ -231,6 +231,7 @@ def erase_on_writer(store: AccountStore, subjects: list[Subject]) -> tuple[list[
                                            "WHERE user_id IN (SELECT user_id FROM _erase)")
         deleted["identifiers"] = _delete(cur, "DELETE FROM identities "
                                               "WHERE user_id IN (SELECT user_id FROM _erase)")
+        user_sets.erase_users(cur, "_erase")  # out of the hourly user sets too
         deleted["merges"] = _delete(
             cur, "DELETE FROM profile_merges WHERE from_id IN (SELECT user_id FROM _erase) "
                  "OR to_id IN (SELECT user_id FROM _erase)")

@@ -31,7 +31,7 @@ from nudge.ingest.identity import IdentityState, Key
 from nudge.ingest.profiles import ProfileRow
 from nudge.ingest.records import Record
 from nudge.privacy import storage, suppression
-from nudge.store import metrics
+from nudge.store import metrics, user_sets
 from nudge.store.catalog import EPOCH, PropertyCatalog, from_column_value
 from nudge.store.commit import Commit, CommitResult
 from nudge.store.runs import Run, SortedRuns, insert_run, run_stats
@@ -190,6 +190,7 @@ class AccountStore:
         self.dedup.update(ids)
         self._dedup_order.append((now, ids))
         horizon = now - self.settings.dedup_window_s
+        user_sets.ensure(cur, self.compacted_through)  # nudge/store/user_sets.py
         while self._dedup_order and (
             self._dedup_order[0][0] < horizon or len(self.dedup) > self.settings.dedup_max_ids
         ):
@@ -432,3 +433,5 @@ class _Job:
             self.future.set_result(self.fn())
         except BaseException as e:  # noqa: BLE001 - handed to whoever waits
             self.future.set_exception(e)
+            user_sets.add_compacted(cur, self.compacted_through,
+                                    max(hi, self.compacted_through))

@@ -20,6 +20,7 @@ from nudge.clock import clock
 from nudge.ingest.identity import Key, Resolver
 from nudge.ingest.profiles import ProfileRow
 from nudge.ingest.records import Date, Record, RecordError, RecordInvalid
+from nudge.store import user_sets
 from nudge.store.catalog import (
     SQL_TYPES,
     column_array,
@@ -510,6 +511,7 @@ class Commit:
                         "WHERE events_sorted.user_id = m.from_id")
         cur.unregister("_merges")
 
+            user_sets.merge_users(cur, "_merges")  # the hourly user sets follow the rows
     def _first_seq(self, uid: int) -> int | None:
         return self.plan.loser_first_seq.get(uid)
 
