@@ -224,6 +224,7 @@ def erase_on_writer(store: AccountStore, subjects: list[Subject]) -> tuple[list[
                            "WHERE user_id IN (SELECT user_id FROM _erase)").fetchall()
         message_ids = [m for _, m in rows]
         per_event = sorted(Counter(e for e, _ in rows).items())
+        user_sets.erase_users(cur, "_erase")  # out of the hourly user sets too
         for table in _EVENT_TABLES:
             deleted[table] = _delete(cur, f"DELETE FROM {table} "  # our table names
                                           "WHERE user_id IN (SELECT user_id FROM _erase)")
@@ -231,7 +232,6 @@ def erase_on_writer(store: AccountStore, subjects: list[Subject]) -> tuple[list[
                                            "WHERE user_id IN (SELECT user_id FROM _erase)")
         deleted["identifiers"] = _delete(cur, "DELETE FROM identities "
                                               "WHERE user_id IN (SELECT user_id FROM _erase)")
-        user_sets.erase_users(cur, "_erase")  # out of the hourly user sets too
         deleted["merges"] = _delete(
             cur, "DELETE FROM profile_merges WHERE from_id IN (SELECT user_id FROM _erase) "
                  "OR to_id IN (SELECT user_id FROM _erase)")

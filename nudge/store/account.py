@@ -123,6 +123,7 @@ class AccountStore:
             "SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
         row = cur.execute("SELECT value FROM meta WHERE key = 'compacted_through'").fetchone()
         self.compacted_through = int(row[0]) if row else 0
+        user_sets.ensure(cur, self.compacted_through)  # nudge/store/user_sets.py
         self.sorted_runs = SortedRuns.load(cur, self.settings, self.compacted_through)
         self._load_identities(cur)
         # Ids of erased people are never handed out again (nudge/privacy/gdpr.py).
@@ -190,7 +191,6 @@ class AccountStore:
         self.dedup.update(ids)
         self._dedup_order.append((now, ids))
         horizon = now - self.settings.dedup_window_s
-        user_sets.ensure(cur, self.compacted_through)  # nudge/store/user_sets.py
         while self._dedup_order and (
             self._dedup_order[0][0] < horizon or len(self.dedup) > self.settings.dedup_max_ids
         ):
@@ -326,6 +326,8 @@ class AccountStore:
                 insert_run(cur, run)
             cur.execute("INSERT INTO events_sorted BY NAME "
                         "SELECT * FROM events_recent ORDER BY event, ts")
+            user_sets.add_compacted(cur, self.compacted_through,
+                                    max(hi, self.compacted_through))
             cur.execute("DELETE FROM events_recent")
             cur.execute("INSERT OR REPLACE INTO meta VALUES ('compacted_through', ?)",
                         [str(max(hi, self.compacted_through))])
@@ -433,5 +435,3 @@ class _Job:
             self.future.set_result(self.fn())
         except BaseException as e:  # noqa: BLE001 - handed to whoever waits
             self.future.set_exception(e)
-            user_sets.add_compacted(cur, self.compacted_through,
-                                    max(hi, self.compacted_through))

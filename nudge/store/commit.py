@@ -507,11 +507,11 @@ class Commit:
         watermark = self.store.compacted_through
         if any(self._first_seq(a) is not None and self._first_seq(a) <= watermark
                for a, _ in merges):
+            user_sets.merge_users(cur, "_merges")  # the hourly user sets follow the rows
             cur.execute("UPDATE events_sorted SET user_id = m.to_id FROM _merges m "
                         "WHERE events_sorted.user_id = m.from_id")
         cur.unregister("_merges")
 
-            user_sets.merge_users(cur, "_merges")  # the hourly user sets follow the rows
     def _first_seq(self, uid: int) -> int | None:
         return self.plan.loser_first_seq.get(uid)
 
