@@ -233,6 +233,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/ui/{account_id}/campaigns/{campaign_id}/send"): "campaigns:write",
     ("GET", "/ui/{account_id}/journeys"): "journeys:read",
     ("GET", "/ui/{account_id}/journeys/{journey_id}"): "journeys:read",
+    ("GET", "/ui/{account_id}/journeys/new"): "journeys:write",
     ("GET", "/ui/{account_id}/settings"): "analytics:read",
     ("GET", "/ui/{account_id}/settings/keys"): "keys:manage",
     ("POST", "/ui/{account_id}/settings/keys"): "keys:manage",

@@ -1,7 +1,15 @@
-"""Journeys pages (read-only for now): the list with status, and a journey drawn as an SVG
-graph (nodes in layers from the start node, edges labelled with their outcome) with live
-counts per node from ``journey_report`` — the function ``GET /1/journeys/{id}/report``
-answers with. Editing the graph on a canvas is not built yet (use the API)."""
+"""Journeys pages: the list with status, and the journey canvas (``static/journey_canvas.js``).
+
+The canvas draws the graph (nodes placed by :func:`layout`, in columns by distance from the
+start node), lets a writer create a journey, add and connect nodes, edit every node's and
+the journey's settings in a side panel, validate, save, publish, pause, resume and stop,
+and overlays live counts per node. It is a client of the JSON API — it POSTs the very
+definition ``POST /1/journeys`` takes (and ``/validate``, ``/publish``, ``GET .../report``)
+with the session cookie and the CSRF header — so there is no second journey format and the
+server refuses a viewer's forged request through the same authorization as the API. This
+module only renders the page with what the canvas starts from: the definition, the node
+positions, the report (``journey_report``), and the campaigns and segments a node can use.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +19,18 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from nudge.engage.directory import CampaignDirectory
 from nudge.journeys.directory import JourneyDirectory
+from nudge.journeys.model import NODE_TYPES
 from nudge.journeys.report import journey_report
+from nudge.query.segments.saved import SegmentDirectory
 
 from .pages import PageContext, context, page, render
 
 router = APIRouter(include_in_schema=False)
 
 W, H, GAP_X, GAP_Y = 180, 64, 60, 28
+EMPTY = {"name": "", "entry": {"event": ""}, "start": "", "nodes": []}
 
 
 def edges_of(node: dict[str, Any]) -> list[tuple[str, str]]:
@@ -33,54 +45,67 @@ def edges_of(node: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def layout(definition: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
-    """Place nodes in columns by distance from ``start`` (breadth first); unreachable nodes
-    go in a last column. Each box carries its counts: passed (steps run), waiting (active)."""
+def layout(definition: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Top-left corner of each node: columns by breadth-first distance from ``start``, rows
+    in definition order; unreachable nodes go in a last column."""
     nodes = {n["id"]: n for n in definition.get("nodes", []) if isinstance(n, dict) and "id" in n}
     depth: dict[str, int] = {}
     queue = [definition.get("start")]
     if queue[0] in nodes:
-        depth[queue[0]] = 0
+        depth[queue[0]] = 0  # type: ignore[index]
     while queue:
         cur = queue.pop(0)
         if cur not in nodes:
             continue
-        for _, nxt in edges_of(nodes[cur]):
+        for _, nxt in edges_of(nodes[cur]):  # type: ignore[index]
             if nxt in nodes and nxt not in depth:
-                depth[nxt] = depth[cur] + 1
+                depth[nxt] = depth[cur] + 1  # type: ignore[index]
                 queue.append(nxt)
     last = max(depth.values(), default=-1) + 1
-    columns: dict[int, list[str]] = {}
+    rows: dict[int, int] = {}
+    pos: dict[str, dict[str, int]] = {}
     for nid in nodes:
-        columns.setdefault(depth.get(nid, last), []).append(nid)
-    pos: dict[str, tuple[int, int]] = {}
-    for col, ids in columns.items():
-        for row, nid in enumerate(ids):
-            pos[nid] = (20 + col * (W + GAP_X), 20 + row * (H + GAP_Y))
-    steps, at_node = report.get("steps", {}), report.get("at_node", {})
-    boxes = [{"id": nid, "type": nodes[nid].get("type", "?"), "x": x, "y": y,
-              "passed": sum(steps.get(nid, {}).values()), "waiting": at_node.get(nid, 0)}
-             for nid, (x, y) in pos.items()]
-    lines = []
-    for nid, node in nodes.items():
-        for label, nxt in edges_of(node):
-            if nxt in pos:
-                (x1, y1), (x2, y2) = pos[nid], pos[nxt]
-                lines.append({"x1": x1 + W, "y1": y1 + H // 2, "x2": x2, "y2": y2 + H // 2,
-                              "label": label, "from": nid, "to": nxt})
-    width = 40 + (max(columns, default=0) + 1) * (W + GAP_X)
-    height = 40 + max((len(c) for c in columns.values()), default=1) * (H + GAP_Y)
-    return {"boxes": boxes, "lines": lines, "width": width, "height": height, "w": W, "h": H}
+        col = depth.get(nid, last)
+        row = rows.get(col, 0)
+        rows[col] = row + 1
+        pos[nid] = {"x": 200 + col * (W + GAP_X), "y": 20 + row * (H + GAP_Y)}
+    return pos
 
 
 def _directory(ctx: PageContext) -> JourneyDirectory:
     return JourneyDirectory(ctx.request.app.state.journeys.engine, ctx.account_id)
 
 
-def _detail(ctx: PageContext, journey_id: int) -> dict[str, Any]:
-    j = _directory(ctx).get(journey_id)
-    report = journey_report(ctx.request.app.state.journeys.engine, journey_id)
-    return {"journey": j, "report": report, "graph": layout(j["definition"], report)}
+def _choices(ctx: PageContext) -> dict[str, Any]:
+    """What the side panel offers: campaigns a send node can use (their content, channels
+    and policy are the message) and saved segments for entries and conditions."""
+    campaigns = []
+    if ctx.can("campaigns:read"):
+        for c in CampaignDirectory(ctx.request.app.state.engage.engine, ctx.account_id).list():
+            campaigns.append({"id": c.id, "name": c.name, "kind": c.kind,
+                              "channels": c.definition.get("channels", [])})
+    segments = []
+    if ctx.can("segments:read"):
+        segments = [{"id": s.id, "name": s.name}
+                    for s in SegmentDirectory(ctx.nudge.accounts.engine, ctx.account_id).list()]
+    return {"campaigns": campaigns, "segments": segments}
+
+
+def canvas_state(ctx: PageContext, journey_id: int | None) -> dict[str, Any]:
+    """Everything the canvas starts from (one JSON document in a ``data-`` attribute)."""
+    if journey_id is None:
+        j: dict[str, Any] = {"id": None, "name": "", "status": "new", "version": None,
+                             "definition": EMPTY}
+        report: dict[str, Any] = {"entered": 0, "active": 0, "converted": 0, "at_node": {},
+                                  "steps": {}}
+    else:
+        j = _directory(ctx).get(journey_id)
+        report = journey_report(ctx.request.app.state.journeys.engine, journey_id)
+    return {"journey": {k: j[k] for k in ("id", "name", "status", "version", "definition")},
+            "positions": layout(j["definition"]), "report": report,
+            "account": ctx.account_id, "base": ctx.base,
+            "editable": ctx.can("journeys:write") and j["status"] != "stopped",
+            "node_types": list(NODE_TYPES), "size": {"w": W, "h": H}, **_choices(ctx)}
 
 
 @router.get("/ui/{account_id}/journeys")
@@ -91,9 +116,19 @@ async def journeys_page(request: Request, account_id: str) -> Response:
     return render(request, "journeys.html", ctx, journeys=rows)
 
 
+@router.get("/ui/{account_id}/journeys/new")
+@page
+async def new_journey(request: Request, account_id: str) -> Response:
+    ctx = context(request, account_id)  # journeys:write (the matrix)
+    state = await run_in_threadpool(canvas_state, ctx, None)
+    return render(request, "journey.html", ctx, state=state, journey=state["journey"],
+                  report=state["report"])
+
+
 @router.get("/ui/{account_id}/journeys/{journey_id}")
 @page
 async def journey_page(request: Request, account_id: str, journey_id: int) -> Response:
     ctx = context(request, account_id)
-    view = await run_in_threadpool(_detail, ctx, journey_id)
-    return render(request, "journey.html", ctx, **view)
+    state = await run_in_threadpool(canvas_state, ctx, journey_id)
+    return render(request, "journey.html", ctx, state=state, journey=state["journey"],
+                  report=state["report"])

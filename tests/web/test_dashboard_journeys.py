@@ -1,0 +1,247 @@
+"""The journey canvas (nudge/web/journeys.py, static/journey_canvas.js) in Debian's Chromium
+against a real server: a marketer builds an abandoned-cart journey node by node, publishes it,
+events ingested through the API move people through it, the email of the timeout branch
+arrives at a real SMTP server (aiosmtpd) and the canvas shows the report's counts on each
+node; an invalid graph shows the validator's problems on the offending nodes; a viewer gets
+no edit controls and the server refuses the viewer's forged requests."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dashboard_helpers import add_user, sign_in
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from conftest import NudgeServer
+from tests.engage import engage_helpers as h
+from tests.engage.providers import SmtpServer, tls_pair
+
+pytest_plugins = ["browser"]
+
+MARKETER, VIEWER = "jm@example.com", "jv@example.com"
+INVALID = re.compile(r"\binvalid\b")
+FAST = {"NUDGE_ENGAGE_POLL_MS": "50", "NUDGE_JOURNEY_POLL_MS": "100"}
+
+
+@pytest.fixture(scope="module")
+def smtp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
+    with SmtpServer(tls_pair(tmp_path_factory.mktemp("tls"))) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[NudgeServer]:
+    s = h.start_server(tmp_path_factory.mktemp("nudge"), FAST)
+    try:
+        add_user(s, MARKETER, "marketer")
+        add_user(s, VIEWER, "viewer")
+        h.configure(s, "email", smtp.channel_config())
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def marketer(browser: Browser, srv: NudgeServer) -> Iterator[Page]:
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    sign_in(page, srv, MARKETER)
+    try:
+        yield page
+        assert not errors, f"script errors on the page: {errors}"
+    finally:
+        ctx.close()
+
+
+def _node(page: Page, nid: str) -> Any:
+    return page.locator(f"g[data-node='{nid}']")
+
+
+def _add(page: Page, kind: str, after: str | None = None) -> None:
+    """Select ``after`` (or nothing) on the canvas and add a node of ``kind`` after it."""
+    if after:
+        _node(page, after).click()
+    else:
+        page.click("#journey-settings")
+    page.select_option("#add-type", kind)
+    page.click("#add-node")
+
+
+def _expect_status(page: Page, status: str) -> None:
+    try:
+        expect(page.locator("[data-journey-status]")).to_have_text(status)
+    except AssertionError:
+        raise AssertionError(f"status not {status!r}; the canvas says: "
+                             f"{page.locator('#journey-message').inner_text()!r} "
+                             f"{page.locator('#journey-problems').inner_text()!r}") from None
+
+
+def _span(page: Page, legend: str, amount: float, unit: str) -> None:
+    box = page.locator("#journey-panel fieldset", has=page.locator("legend", has_text=legend))
+    box.get_by_label("unit").select_option(unit)
+    box.get_by_label("amount").fill(str(amount))
+
+
+def test_abandoned_cart_built_on_the_canvas_runs_and_shows_counts(
+        marketer: Page, srv: NudgeServer, smtp: SmtpServer) -> None:
+    page = marketer
+    h.profiles(srv, [{"identity": f"ac{i}", "Email": f"ac{i}@example.com", "first_name": f"A{i}"}
+                     for i in range(3)])
+    mail = h.api(srv, "POST", "/1/campaigns", {
+        "name": "Cart reminder", "kind": "api", "channels": ["email"],
+        "content": {"email": {"subject": "You left something, {{ profile.first_name }}",
+                              "text": "Come back"}}}, ok=201).json()
+
+    page.goto(f"{srv.url}/ui/{srv.account_id}/journeys")
+    page.click("#new-journey")
+    page.get_by_label("Name", exact=True).fill("Abandoned cart")
+    page.get_by_label("Entry event", exact=True).fill("Added To Cart")
+    page.get_by_label("Goal event (converts and exits)").fill("Charged")
+
+    _add(page, "wait_event")  # the first node becomes the start
+    page.get_by_label("Wait for event").fill("Charged")
+    _span(page, "Time out after", 0.2, "minutes")
+    _add(page, "exit", after="wait-event")  # on_event -> exit
+    _add(page, "send", after="wait-event")  # on_timeout -> send
+    page.get_by_label("Message (a campaign", exact=False).select_option(str(mail["id"]))
+    page.get_by_label("Then (next)").select_option("exit")
+    expect(page.locator("line[data-edge]")).to_have_count(3)
+
+    with page.expect_request("**/1/journeys") as posted:
+        page.click("#publish-journey")
+    _expect_status(page, "published")
+    saved_body = json.loads(posted.value.post_data or "{}")
+    jid = int(page.url.rsplit("/", 1)[1])
+    stored = h.api(srv, "GET", f"/1/journeys/{jid}", ok=200).json()
+    assert stored["definition"] == saved_body  # the canvas posted the API's own shape
+    assert saved_body["entry"] == {"event": "Added To Cart"}
+    assert saved_body["start"] == "wait-event"
+    assert {n["id"]: n["type"] for n in saved_body["nodes"]} == {
+        "wait-event": "wait_event", "exit": "exit", "send": "send"}
+    wait = next(n for n in saved_body["nodes"] if n["id"] == "wait-event")
+    assert (wait["on_event"], wait["on_timeout"], wait["timeout"]) == \
+        ("exit", "send", {"minutes": 0.2})
+
+    before = len(smtp.messages)
+    now = int(time.time())
+    r = srv.upload([{"type": "event", "identity": f"ac{i}", "ts": now, "evtName": "Added To Cart",
+                     "evtData": {"item": "shoes"}} for i in range(3)])
+    assert r.status_code == 200, r.text
+    h.wait_for(lambda: h.api(srv, "GET", f"/1/journeys/{jid}/report", ok=200).json()
+               ["at_node"].get("wait-event") == 3, what="3 people waiting")
+    srv.upload([{"type": "event", "identity": "ac0", "ts": int(time.time()), "evtName": "Charged",
+                 "evtData": {}}])
+    h.wait_for(lambda: len(smtp.messages) - before >= 2, what="2 reminder emails")
+    assert sorted(str(m["to"]) for m in smtp.messages[before:]) == \
+        ["ac1@example.com", "ac2@example.com"]
+    report = h.wait_for(lambda: (x := h.api(srv, "GET", f"/1/journeys/{jid}/report",
+                                            ok=200).json())["active"] == 0 and
+                        sum(x["steps"].get("send", {}).values()) == 2 and x,
+                        what="everyone through the journey")
+    # The canvas polls the same report and overlays it on each node.
+    for nid in ("wait-event", "send", "exit"):
+        expect(_node(page, nid).locator("[data-passed]")).to_have_text(
+            str(sum(report["steps"].get(nid, {}).values())))
+        expect(_node(page, nid).locator("[data-waiting]")).to_have_text("0")
+    assert report["converted"] == 1  # ac0 reached the goal (Charged) while waiting
+    expect(page.locator("[data-figure=entered]")).to_have_text("3")
+    expect(page.locator("[data-figure=converted]")).to_have_text(str(report["converted"]))
+
+    page.click("#pause-journey")
+    _expect_status(page, "paused")
+    assert h.api(srv, "GET", f"/1/journeys/{jid}", ok=200).json()["status"] == "paused"
+    page.click("#resume-journey")
+    _expect_status(page, "published")
+
+
+def test_validation_problems_are_marked_on_the_offending_nodes(
+        marketer: Page, srv: NudgeServer) -> None:
+    page = marketer
+    page.goto(f"{srv.url}/ui/{srv.account_id}/journeys/new")
+    page.get_by_label("Name", exact=True).fill("Broken")
+    page.get_by_label("Entry", exact=True).select_option("api")
+    _add(page, "condition")  # start; yes/no not connected
+    page.get_by_label("Event", exact=True).fill("Opened App")
+    _add(page, "update_profile", after="condition")  # yes -> update-profile (no next)
+    page.get_by_label("Set profile properties (JSON object)").fill('{"vip": true}')
+    page.click("#journey-settings")
+    _add(page, "exit")  # connected to nothing: unreachable
+    with page.expect_request("**/1/journeys/validate") as req:
+        page.click("#validate-journey")
+    expect(page.locator("#journey-problems li")).not_to_have_count(0)
+    body = json.loads(req.value.post_data or "{}")
+    api = h.api(srv, "POST", "/1/journeys/validate", body, ok=400).json()
+    bad_nodes = {p["node"] for p in api["problems"]}
+    assert bad_nodes == {"condition", "update-profile", "exit"}
+    for nid in bad_nodes:
+        expect(_node(page, nid)).to_have_class(INVALID)
+        reasons = "; ".join(p["reason"] for p in api["problems"] if p["node"] == nid)
+        expect(_node(page, nid).locator("[data-problem]")).to_have_attribute("data-problem",
+                                                                           reasons)
+    expect(page.locator("#journey-problems li")).to_have_count(len(api["problems"]))
+    # Saving is refused the same way, and nothing is stored.
+    page.click("#save-journey")
+    expect(page.locator("#journey-message")).to_contain_text("Not valid")
+    names = [j["name"] for j in h.api(srv, "GET", "/1/journeys", ok=200).json()["journeys"]]
+    assert "Broken" not in names
+
+    # A field-level error (a parse error, before the graph checks) lands on its node too.
+    page.get_by_role("button", name="condition", exact=True).click()
+    expect(page.locator("#n-id")).to_have_value("condition")
+    page.get_by_label("Then (no)").select_option("exit")
+    page.get_by_label("Then (yes)").select_option("update-profile")
+    _node(page, "update-profile").click()
+    page.get_by_label("Then (next)").select_option("exit")
+    page.get_by_label("Set profile properties (JSON object)").fill("")
+    page.click("#validate-journey")
+    expect(_node(page, "update-profile")).to_have_class(INVALID)
+    expect(page.locator("#journey-problems")).to_contain_text("nodes[1].set")
+    page.get_by_label("Set profile properties (JSON object)").fill('{"vip": true}')
+    page.click("#validate-journey")
+    expect(page.locator("#journey-message")).to_have_text("Valid: ready to publish.")
+    expect(page.locator("g[data-node].invalid")).to_have_count(0)
+
+
+def test_viewer_sees_no_edit_controls_and_forged_writes_are_refused(
+        browser: Browser, srv: NudgeServer) -> None:
+    j = h.api(srv, "POST", "/1/journeys", {
+        "name": "Read only", "entry": {"api": True}, "start": "bye",
+        "nodes": [{"id": "bye", "type": "exit"}]}, ok=201).json()
+    ctx: BrowserContext = browser.new_context()
+    try:
+        page = ctx.new_page()
+        sign_in(page, srv, VIEWER)
+        page.goto(f"{srv.url}/ui/{srv.account_id}/journeys")
+        expect(page.locator("#new-journey")).to_have_count(0)
+        page.get_by_role("link", name="Read only").click()
+        expect(_node(page, "bye")).to_be_visible()
+        for control in ("#add-node", "#save-journey", "#publish-journey", "#validate-journey",
+                        "#delete-node"):
+            expect(page.locator(control)).to_have_count(0)
+        expect(page.get_by_label("Name", exact=True)).to_be_disabled()
+        r = page.goto(f"{srv.url}/ui/{srv.account_id}/journeys/new")
+        assert r is not None and r.status == 403
+
+        csrf = next(c["value"] for c in ctx.cookies() if c["name"] == "nudge_csrf")
+        headers = {"X-CSRF-Token": csrf, "X-Nudge-Account-Id": srv.account_id}
+        forged = {"name": "Forged", "entry": {"api": True}, "start": "x",
+                  "nodes": [{"id": "x", "type": "exit"}]}
+        assert ctx.request.post(srv.url + "/1/journeys", data=forged,
+                                headers=headers).status == 403
+        assert ctx.request.put(f"{srv.url}/1/journeys/{j['id']}", data=forged,
+                               headers=headers).status == 403
+        assert ctx.request.post(f"{srv.url}/1/journeys/{j['id']}/publish",
+                                headers=headers).status == 403
+        after = h.api(srv, "GET", f"/1/journeys/{j['id']}", ok=200).json()
+        assert (after["name"], after["status"]) == ("Read only", "draft")
+        names = [x["name"] for x in h.api(srv, "GET", "/1/journeys", ok=200).json()["journeys"]]
+        assert "Forged" not in names
+    finally:
+        ctx.close()
