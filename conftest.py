@@ -66,7 +66,9 @@ class NudgeServer:
              "--host", "127.0.0.1", "--port", str(self.port)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "NUDGE_LOG_LEVEL": "info", **self.extra_env},
+            # Test servers talk to provider servers on 127.0.0.1: the SSRF guard's opt-in.
+            env={**os.environ, "NUDGE_LOG_LEVEL": "info",
+                 "NUDGE_ENGAGE_ALLOW_PRIVATE_NETWORKS": "true", **self.extra_env},
         )
         deadline = time.monotonic() + 90  # a loaded 2-core box can take 30 s+
         while time.monotonic() < deadline:

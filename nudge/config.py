@@ -76,6 +76,9 @@ class Settings:
     engage_poll_ms: int = 1_000
     engage_lease_s: int = 120
     engage_expand_batch: int = 5_000
+    # Let providers, webhooks and web push endpoints resolve to private, loopback or link-local
+    # addresses (refused by default: the SSRF guard, nudge/engage/channels/netguard.py).
+    engage_allow_private_networks: bool = False
     journey_poll_ms: int = 250  # issue 7: journeys (docs/journeys.md)
     journey_step_batch: int = 1_000
     journey_entry_batch: int = 5_000

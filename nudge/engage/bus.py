@@ -15,8 +15,11 @@ not slowed by what engagement does with the events. The bus task then, per batch
 - **event webhooks**: matching events become webhook-channel outbox messages (signed,
   retried, dead-lettered like any message).
 
-Events are not persisted by the bus: a crash between commit and processing loses trigger
-evaluation for those events (they are in the store; ingest never waits for engagement).
+Events reach the bus through a durable feed (feed.py): the bus's watermark per account is
+in the control store and events committed before a crash are replayed from the account
+store at start, before live events. Handling is idempotent (outbox keys carry the event's
+message id; a conversion recorded at the event's time is not recorded again), so a replayed
+event never sends twice.
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ from nudge.clock import clock
 from nudge.ingest.records import Date
 from nudge.query.segments.model import Filter, parse
 from nudge.query.segments.saved import SegmentDirectory
-from nudge.store import account as account_store
 from nudge.store import control
 
 from . import outbox, tracking
 from .campaigns import _obj, bad
 from .directory import Campaign, _campaign, spec_of
 from .expand import build_rows, segment_engine
+from .feed import EventFeed
 from .service import Engage
 
 log = logging.getLogger("nudge.engage")
@@ -123,32 +126,34 @@ def parse_webhook(body: Any) -> dict[str, Any]:
 
 
 class LiveBus:
+    """Triggers, conversions and event webhooks fed by a durable ``EventFeed``: events
+    committed just before a crash are replayed from the account store at the next start."""
+
     def __init__(self, engage: Engage) -> None:
         self.engage = engage
-        self.queue: asyncio.Queue[tuple[str, list[Any]]] = asyncio.Queue()
         self._cache: dict[str, tuple[float, list[Campaign], list[Campaign], list[Any]]] = {}
+        self.feed = EventFeed("engage", engage.engine, engage.stores, self.handle,
+                              wants=self.wants, on_handled=self._handled)
 
     def attach(self) -> None:
-        account_store.commit_subscribers.append(self._on_commit)
+        self.feed.attach()
 
     def detach(self) -> None:
-        if self._on_commit in account_store.commit_subscribers:
-            account_store.commit_subscribers.remove(self._on_commit)
-
-    def _on_commit(self, account_id: str, events: list[Any]) -> None:
-        self.engage.loop.call_soon_threadsafe(self.queue.put_nowait, (account_id, events))
+        self.feed.detach()
 
     async def run(self) -> None:
-        while True:
-            account_id, events = await self.queue.get()
-            try:
-                n = await asyncio.to_thread(self.handle, account_id, events)
-            except Exception:
-                log.exception("live bus failed on %d events of account %s", len(events),
-                              account_id)
-                continue
-            if n:
-                self.engage.notify()
+        try:
+            await self.feed.run()
+        finally:
+            await asyncio.to_thread(self.feed.flush)
+
+    def _handled(self, n: int) -> None:
+        if n:
+            self.engage.notify()
+
+    def wants(self, account_id: str) -> bool:
+        """Whether this account's events can matter (running triggers, conversions, hooks)."""
+        return any(self._campaigns(account_id))
 
     # -- per account cache -------------------------------------------------------------------
     def _campaigns(self, account_id: str) -> tuple[list[Campaign], list[Campaign], list[Any]]:
@@ -230,6 +235,10 @@ class LiveBus:
                     assert conv is not None
                     since = ts - conv.within
                     at = sa.func.coalesce(OB.c.sent_at, OB.c.created_at)
+                    if conn.execute(sa.select(OB.c.id).where(
+                            OB.c.account_id == account_id, OB.c.campaign_id == c.id,
+                            OB.c.user_id == uid, OB.c.converted_at == ts).limit(1)).first():
+                        continue  # a replayed event: this conversion is recorded already
                     r = conn.execute(sa.select(OB.c.id, OB.c.variant, OB.c.channel).where(
                         OB.c.account_id == account_id, OB.c.campaign_id == c.id,
                         OB.c.user_id == uid, OB.c.converted_at.is_(None),

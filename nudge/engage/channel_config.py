@@ -75,7 +75,7 @@ class ChannelDirectory:
     def __init__(self, engine: Engine, keyring: Keyring) -> None:
         self.engine = engine
         self.keyring = keyring
-        self.inbox = Inbox(engine)
+        self.inbox = Inbox(engine, keyring)
         self._cache: dict[tuple[str, str], _Cached] = {}
         self._retired: list[Channel] = []
         self._lock = threading.Lock()

@@ -27,7 +27,10 @@ from sqlalchemy.exc import IntegrityError
 
 from nudge.clock import clock
 from nudge.errors import NotFound
+from nudge.privacy.keys import Keyring
 from nudge.store.control import inbox_messages as t
+
+from .sealing import open_text, seal_text
 
 DEFAULT_TTL_S = 30 * 86400
 POLL_S = 0.5
@@ -41,9 +44,12 @@ class InboxPage:
     next_cursor: int | None
 
 
-def _item(r: Any) -> dict[str, Any]:
+def _item(keyring: Keyring, r: Any) -> dict[str, Any]:
+    purpose = f"inbox:{r.message_id}"
     return {"id": r.message_id, "seq": r.seq, "campaign_id": r.campaign_id,
-            "meta": json.loads(r.meta), "content": json.loads(r.content),
+            "meta": json.loads(open_text(keyring, r.account_id, purpose + ":meta", r.meta)),
+            "content": json.loads(open_text(keyring, r.account_id, purpose + ":content",
+                                            r.content)),
             "created_at": r.created_at, "expires_at": r.expires_at,
             "read_at": r.read_at, "dismissed_at": r.dismissed_at,
             "read": r.read_at is not None}
@@ -52,8 +58,9 @@ def _item(r: Any) -> dict[str, Any]:
 class Inbox:
     """Reads and writes inbox rows; wakes stream listeners."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, keyring: Keyring) -> None:
         self.engine = engine
+        self.keyring = keyring  # content and meta are sealed (nudge/engage/sealing.py)
         self._waiters: dict[tuple[str, int], set[tuple[asyncio.AbstractEventLoop,
                                                         asyncio.Event]]] = defaultdict(set)
         self._lock = threading.Lock()
@@ -72,9 +79,13 @@ class Inbox:
         existing row (a retried send must not add a second copy)."""
         now = clock.now()
         campaign = meta.get("campaign_id")
+        purpose = f"inbox:{message_id}"
         row = dict(account_id=account_id, user_id=user_id, message_id=message_id,
                    campaign_id=None if campaign is None else str(campaign),
-                   meta=json.dumps(meta, default=str), content=json.dumps(content, default=str),
+                   meta=seal_text(self.keyring, account_id, purpose + ":meta",
+                                  json.dumps(meta, default=str)),
+                   content=seal_text(self.keyring, account_id, purpose + ":content",
+                                     json.dumps(content, default=str)),
                    created_at=now, expires_at=None if not ttl_s else now + ttl_s)
         try:
             with self.engine.begin() as conn:
@@ -112,7 +123,7 @@ class Inbox:
                 live, t.c.read_at.is_(None))).scalar_one()
         more = len(rows) > limit
         rows = rows[:limit]
-        return InboxPage([_item(r) for r in rows], int(unread),
+        return InboxPage([_item(self.keyring, r) for r in rows], int(unread),
                          rows[-1].seq if more and rows else None)
 
     def since(self, account_id: str, user_id: int, after: int) -> list[dict[str, Any]]:
@@ -121,7 +132,7 @@ class Inbox:
             rows = conn.execute(sa.select(t).where(
                 self._live(account_id, user_id, clock.now()), t.c.seq > after)
                 .order_by(t.c.seq).limit(500)).all()
-        return [_item(r) for r in rows]
+        return [_item(self.keyring, r) for r in rows]
 
     def last_seq(self, account_id: str, user_id: int | None) -> int:
         if user_id is None:
@@ -153,7 +164,7 @@ class Inbox:
             row = None if user_id is None else conn.execute(sa.select(t).where(*where)).first()
         if row is None:
             raise NotFound(f"no inbox message {message_id!r} for this user")
-        return _item(row)
+        return _item(self.keyring, row)
 
     def purge_expired(self, before: float | None = None) -> int:
         cutoff = clock.now() if before is None else before

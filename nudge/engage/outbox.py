@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
+from nudge.privacy.keys import Keyring
 from nudge.store import control
+
+from . import sealing
 
 OB = control.outbox
 FINAL = ("sent", "delivered", "rejected", "unreachable", "dead", "skipped", "control")
@@ -57,10 +61,16 @@ def row(*, account_id: str, key: str, campaign_id: int | None, occurrence: str, 
             "parent_id": parent_id}
 
 
-def insert(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert, ignoring rows whose idempotency key exists (exactly one row per key)."""
+def insert(conn: Connection, rows: Sequence[dict[str, Any]],
+           keyring: Keyring | None = None) -> None:
+    """Insert, ignoring rows whose idempotency key exists (exactly one row per key).
+
+    Addresses, contents and meta are sealed on the way in (``sealing.seal_outbox_row``)
+    with ``keyring``, else the one registered for this control store."""
     if not rows:
         return
+    keyring = keyring or sealing.keyring_of(conn.engine)
+    rows = [sealing.seal_outbox_row(keyring, dict(r)) for r in rows]
     if conn.dialect.name == "sqlite":
         # The DB-API directly: SQLAlchemy's per-row parameter processing costs more than
         # SQLite's insert itself (see bench/engage_campaign.py).
@@ -81,8 +91,27 @@ def insert(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     conn.execute(stmt, list(rows))
 
 
+class Claimed(SimpleNamespace):
+    """A claimed outbox row with its address, content and meta opened."""
+
+    id: int
+    account_id: str
+    idem_key: str
+    to_addr: str | None
+    content: str | None
+    meta: str | None
+
+
+def opened(keyring: Keyring, r: Row[Any]) -> Claimed:
+    """The row's columns as attributes, sealed fields opened."""
+    c = Claimed(**r._mapping)
+    c.to_addr, c.content, c.meta = sealing.open_outbox(keyring, c.account_id, c.idem_key,
+                                                        c.to_addr, c.content, c.meta)
+    return c
+
+
 def claim(engine: Engine, limit: int, now: float, lease_s: float,
-          paused: Iterable[int]) -> list[Row[Any]]:
+          paused: Iterable[int], keyring: Keyring | None = None) -> list[Claimed]:
     """Atomically take up to ``limit`` due messages (and expired leases) for sending."""
     due = sa.or_(sa.and_(OB.c.status == "pending", OB.c.next_attempt_at <= now),
                  sa.and_(OB.c.status == "sending", OB.c.lease_until < now))
@@ -97,7 +126,9 @@ def claim(engine: Engine, limit: int, now: float, lease_s: float,
             .values(status="sending", lease_until=now + lease_s, attempts=OB.c.attempts + 1)
             .returning(*OB.c))
     with engine.begin() as conn:
-        return list(conn.execute(stmt))
+        rows = list(conn.execute(stmt))
+    keyring = keyring or sealing.keyring_of(engine)
+    return [opened(keyring, r) for r in rows]
 
 
 def get(conn: Connection, account_id: str, message_id: int) -> Row[Any] | None:

@@ -1,9 +1,10 @@
 """The message delivery service of one server process: workers, scheduler, live bus.
 
 Started and stopped by the app's lifespan (``start_engage``). Everything durable lives in
-the control store (campaigns, runs, outbox, subscriptions) and the account stores (events
-written back); the in-memory parts (queues, caches, rate limiters) are rebuilt at start, and
-runs or messages interrupted by a crash are resumed from the tables.
+the control store (campaigns, runs, outbox, subscriptions, send rates, event-feed
+watermarks) and the account stores (events written back); the in-memory parts (queues,
+caches) are rebuilt at start, and runs, messages and live-bus events interrupted by a crash
+are resumed from the tables.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from nudge.store import control
 from nudge.store.registry import StoreRegistry
 from nudge.tenancy.accounts import AccountDirectory
 
+from . import sealing
+from .channels import netguard
 from .channels.base import Channel
 from .policy import PolicyStore
+from .ratelimit import SendRateLimiter
 from .tracking import Signer
 
 log = logging.getLogger("nudge.engage")
@@ -39,37 +43,6 @@ def default_channel_builder(nudge: Any) -> ChannelBuilder:
     return channel_directory(nudge).build
 
 
-class RateLimiter:
-    """Per-(account, channel) send rate, shared by every worker of this process.
-
-    A token bucket per key refilled at ``rate`` per second; ``acquire`` waits for a token.
-    Limits come from the provider configuration (``rate_per_second``); with several server
-    processes, give each its share.
-    """
-
-    def __init__(self) -> None:
-        self._buckets: dict[tuple[str, str], list[float]] = {}  # [tokens, last, rate]
-
-    def set_rate(self, key: tuple[str, str], rate: float | None) -> None:
-        if rate:
-            self._buckets.setdefault(key, [rate, time.monotonic(), rate])[2] = rate
-        else:
-            self._buckets.pop(key, None)
-
-    async def acquire(self, key: tuple[str, str]) -> None:
-        b = self._buckets.get(key)
-        if b is None:
-            return
-        while True:
-            now = time.monotonic()
-            b[0] = min(b[2], b[0] + (now - b[1]) * b[2])
-            b[1] = now
-            if b[0] >= 1:
-                b[0] -= 1
-                return
-            await asyncio.sleep((1 - b[0]) / b[2])
-
-
 class Engage:
     def __init__(self, settings: Settings, accounts: AccountDirectory, stores: StoreRegistry,
                  keyring: Keyring, channel_builder: ChannelBuilder | None = None) -> None:
@@ -78,12 +51,14 @@ class Engage:
         self.engine: Engine = accounts.engine
         self.stores = stores
         self.keyring = keyring
+        sealing.register(self.engine, keyring)  # outbox rows are sealed with it
+        netguard.configure(settings.engage_allow_private_networks)
         self.signer = Signer(keyring, settings.public_url)
         self.policies = PolicyStore(self.engine)
         self.channel_builder = channel_builder or default_channel_builder(self)
         self.owner: Any = self  # whose channel directory to close at stop
         self.channels: dict[tuple[str, str], Channel] = {}
-        self.limiter = RateLimiter()
+        self.limiter = SendRateLimiter(self.engine)  # shared with other processes
         self.wake: asyncio.Event | None = None
         self.tasks: list[asyncio.Task[Any]] = []
         self.stopping = False

@@ -82,7 +82,8 @@ class DeliveryWorker:
         e = self.engage
         now = clock.now()
         rows = await asyncio.to_thread(outbox.claim, e.engine, self.batch, now,
-                                       e.settings.engage_lease_s, e.inactive_campaigns())
+                                       e.settings.engage_lease_s, e.inactive_campaigns(),
+                                       e.keyring)
         if not rows:
             return 0
         held = await asyncio.to_thread(self._held_checks, rows)

@@ -158,8 +158,10 @@ def person_tables() -> list[sa.Table]:
 
 # -- access ------------------------------------------------------------------------------------
 
-def access(store: AccountStore, engine: Engine, segments: Any, found: Found) -> dict[str, Any]:
-    """Everything stored about one person, machine-readable (JSON-ready)."""
+def access(store: AccountStore, engine: Engine, segments: Any, found: Found,
+           keyring: Keyring | None = None) -> dict[str, Any]:
+    """Everything stored about one person, machine-readable (JSON-ready). With ``keyring``,
+    sealed message fields (outbox, inbox) are opened."""
     if found.user_id is None:
         return {"subject": found.subject.index, "found": False}
     uid = found.user_id
@@ -197,6 +199,11 @@ def access(store: AccountStore, engine: Engine, segments: Any, found: Found) -> 
             rows = conn.execute(sa.select(table).where(
                 table.c.account_id == store.account_id,
                 table.c.user_id.in_(found.all_ids))).mappings().all()
+            if keyring is not None:
+                from nudge.engage.sealing import open_person_row
+
+                rows = [open_person_row(keyring, table.name, store.account_id, dict(r))
+                        for r in rows]
             out[table.name] = [{k: v for k, v in r.items() if k != "account_id"} for r in rows]
     return out
 
@@ -375,7 +382,8 @@ class GdprRequests:
         """A complete export of each person (the export itself is not stored)."""
         with self.store.cursor() as cur:
             found = resolve(self.store, subjects, cur)
-        people = [access(self.store, self.engine, self._segments, f) for f in found]
+        people = [access(self.store, self.engine, self._segments, f, self.keyring)
+                  for f in found]
         receipt = self._record("access", actor, subjects, {"people": [
             {"subject": f.subject.index, "found": f.user_id is not None,
              "user_id": f.user_id, "events": len(p.get("events", []))}

@@ -531,6 +531,29 @@ sa.Index("ix_dashboard_board_items_account", dashboard_board_items.c.account_id,
          dashboard_board_items.c.board)
 # -- end dashboard boards ------------------------------------------------------------------------
 
+# -- engage delivery across processes (issue 5): shared send rates, live-bus watermarks -------
+# Send-rate limits per (account, channel) as one GCRA "theoretical arrival time", reserved by
+# every process with one UPDATE ... RETURNING (nudge/engage/ratelimit.py).
+send_rates = sa.Table(
+    "send_rates",
+    metadata,
+    sa.Column("account_id", sa.String(32), primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("tat", sa.Float, nullable=False),
+)
+
+# How far each consumer of committed events (engage triggers, ...) has processed an account's
+# events (``seq``); replayed from the account store after a crash (nudge/engage/feed.py).
+event_feed_watermarks = sa.Table(
+    "event_feed_watermarks",
+    metadata,
+    sa.Column("consumer", sa.String(32), primary_key=True),
+    sa.Column("account_id", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+# -- end engage delivery across processes ------------------------------------------------------
+
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()

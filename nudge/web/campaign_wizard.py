@@ -5,7 +5,7 @@ rendered for a chosen person, the definition) → send.
 
 Every step calls what the API calls: ``CampaignDirectory.create/send`` (``POST
 /1/campaigns``, ``/send``), and the estimate and preview functions of
-``nudge/api/routes/campaigns.py`` (``_estimate``, ``_preview``) with the same context."""
+``nudge/engage/reach.py`` (``estimate``, ``preview``), the functions the API routes call."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from nudge.api.routes import campaigns as api
+from nudge.engage import reach
 from nudge.engage.directory import CampaignDirectory
 from nudge.errors import NudgeError, ValidationError
 from nudge.query.segments.saved import SegmentDirectory
@@ -28,6 +28,10 @@ from .pages import PageContext, context, page, render
 router = APIRouter(include_in_schema=False)
 
 CHANNELS = ("email", "sms", "push", "webpush", "whatsapp", "webhook")
+
+
+def _engage(ctx: PageContext) -> Any:
+    return ctx.request.app.state.engage
 
 
 def _api_ctx(ctx: PageContext) -> Any:
@@ -125,7 +129,7 @@ async def wizard_reach(request: Request, account_id: str) -> Response:
     form = await form_of(request)
     try:
         body = definition_from_form(form)
-        est = await run_in_threadpool(api._estimate, _api_ctx(ctx), body, None)
+        est = await run_in_threadpool(reach.estimate, _engage(ctx), ctx.account_id, body)
     except NudgeError as exc:
         if exc.status >= 500:
             raise
@@ -151,7 +155,8 @@ async def review(request: Request, account_id: str, campaign_id: int) -> Respons
     actx = _api_ctx(ctx)
     c = await run_in_threadpool(actx.campaigns.get, campaign_id)
     try:
-        est = await run_in_threadpool(api._estimate, actx, None, campaign_id)
+        est = await run_in_threadpool(reach.estimate, actx.engage, ctx.account_id, None,
+                                      campaign_id)
     except NudgeError as exc:  # e.g. an api campaign: no audience
         est = {"error": str(exc)}
     return render(request, "campaign_review.html", ctx, campaign=c.to_dict(), est=est,
@@ -165,7 +170,8 @@ async def preview(request: Request, account_id: str, campaign_id: int) -> Respon
     ctx = context(request, account_id)
     form = await form_of(request)
     who = {form.get("lookup") or "identity": form.get("who", "").strip()}
-    out = await run_in_threadpool(api._preview, _api_ctx(ctx), campaign_id, {"user": who})
+    out = await run_in_threadpool(reach.preview, _engage(ctx), ctx.account_id, campaign_id,
+                                  {"user": who})
     return render(request, "campaign_preview.html", ctx, out=out)
 
 

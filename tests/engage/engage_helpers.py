@@ -127,7 +127,8 @@ class PatientServer(NudgeServer):
             [sys.executable, "-m", "nudge", "serve", "--data-dir", str(self.data_dir),
              "--host", "127.0.0.1", "--port", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "NUDGE_LOG_LEVEL": "info", **self.extra_env})
+            env={**os.environ, "NUDGE_LOG_LEVEL": "info",
+                 "NUDGE_ENGAGE_ALLOW_PRIVATE_NETWORKS": "true", **self.extra_env})
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -28,7 +28,9 @@ class LocalServer:
         acct = json.loads(nudge_cli(tmp, "accounts", "create", "test", "--json"))
         self.account_id, self.passcode = acct["id"], acct["passcode"]
         self.port = free_port()
-        self.settings = load_settings(env={k: v for k, v in (env or {}).items()},
+        # Provider servers listen on 127.0.0.1: the SSRF guard's opt-in, as for every test server.
+        self.settings = load_settings(env={"NUDGE_ENGAGE_ALLOW_PRIVATE_NETWORKS": "true",
+                                           **(env or {})},
                                       data_dir=tmp)
         self.app = create_app(self.settings)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,

@@ -12,12 +12,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from nudge.clock import clock
-from nudge.engage import outbox
+from nudge.engage import outbox, reach
 from nudge.engage.bus import parse_webhook
 from nudge.engage.campaigns import CHANNELS
-from nudge.engage.compose import address, context, load_recipients, render
 from nudge.engage.directory import CampaignDirectory, spec_of
-from nudge.engage.expand import audience_node, build_rows, segment_engine
+from nudge.engage.expand import build_rows
 from nudge.engage.report import campaign_report
 from nudge.engage.service import Engage
 from nudge.errors import Conflict, NotFound, ValidationError
@@ -28,7 +27,6 @@ from ..context import passcode_account
 from .ingest import read_body
 
 router = APIRouter(tags=["campaigns"])
-LOOKUPS = ("identity", "email", "phone", "objectId")
 
 
 class _Ctx:
@@ -54,13 +52,7 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 def _user(ctx: _Ctx, who: Any, field: str) -> int:
-    if not isinstance(who, dict):
-        raise ValidationError(f"{field} must be an object naming one of {', '.join(LOOKUPS)}",
-                              field=field)
-    try:
-        return find_user(ctx.store, {k: str(v) for k, v in who.items() if k in LOOKUPS})
-    except ValidationError as e:
-        raise ValidationError(f"{field}: {e.message}", field=field) from None
+    return reach.find_recipient(ctx.engage, ctx.account_id, who, field)
 
 
 # -- CRUD ---------------------------------------------------------------------------------
@@ -127,73 +119,19 @@ async def stop(campaign_id: int, request: Request) -> Response:
 
 
 # -- reach, preview, report --------------------------------------------------------------------
-def _estimate(ctx: _Ctx, spec_body: dict[str, Any] | None, campaign_id: int | None) -> Any:
-    from nudge.engage.campaigns import parse_campaign
-
-    if campaign_id is not None:
-        spec = spec_of(ctx.campaigns.get(campaign_id))
-    else:
-        spec = parse_campaign(spec_body)
-    if spec.audience is None:
-        raise ValidationError("the campaign has no audience (api campaigns address "
-                              "identities per call)", field="audience")
-    saved, node = audience_node(ctx.engage, ctx.account_id, spec)
-    eng = segment_engine(ctx.engage, ctx.account_id, saved)
-    ids = sorted(eng.user_ids(node))
-    reach: dict[str, int] = dict.fromkeys(spec.channels, 0)
-    first: dict[str, int] = dict.fromkeys(spec.channels, 0)
-    unreachable = 0
-    for i in range(0, len(ids), 5000):
-        recs = load_recipients(ctx.store, ids[i:i + 5000], set(), full=False,
-                               tokens=bool({"push", "webpush"} & set(spec.channels)))
-        for r in recs.values():
-            got = [ch for ch in spec.channels if address(spec, ch, r)[0] is not None]
-            for ch in got:
-                reach[ch] += 1
-            if got:
-                first[got[0]] += 1
-            else:
-                unreachable += 1
-    return {"audience": len(ids), "reachable": reach, "first_channel": first,
-            "unreachable": unreachable,
-            "control_expected": round(len(ids) * spec.control_percent / 100)}
-
-
 @router.post("/1/campaigns/estimate")
 async def estimate_inline(request: Request) -> Response:
     """Exact reach of an unsaved campaign definition (its audience and channels)."""
     ctx = _Ctx(request)
     body = await _body(request)
-    return JSONResponse(await run_in_threadpool(_estimate, ctx, body, None))
+    return JSONResponse(await run_in_threadpool(reach.estimate, ctx.engage, ctx.account_id, body))
 
 
 @router.get("/1/campaigns/{campaign_id}/estimate")
 async def estimate(campaign_id: int, request: Request) -> Response:
     ctx = _Ctx(request)
-    return JSONResponse(await run_in_threadpool(_estimate, ctx, None, campaign_id))
-
-
-def _preview(ctx: _Ctx, campaign_id: int, body: dict[str, Any]) -> dict[str, Any]:
-    c = ctx.campaigns.get(campaign_id)
-    spec = spec_of(c)
-    uid = _user(ctx, body.get("user"), "user")
-    rec = load_recipients(ctx.store, [uid])[uid]
-    event, data = body.get("event"), body.get("data")
-    if event is not None and not isinstance(event, dict):
-        raise ValidationError("event must be an object", field="event")
-    if data is not None and not isinstance(data, dict):
-        raise ValidationError("data must be an object", field="data")
-    out = []
-    for v in spec.variants:
-        for ch in spec.channels:
-            content = render(v, ch, context(c.id, spec, v, rec, event, data))
-            content = ctx.engage.signer.finalize(ctx.account_id, 0, uid, ch, spec.category,
-                                                 content)
-            out.append({"variant": v.name, "channel": ch,
-                        "to": address(spec, ch, rec)[0], "content": content})
-    return {"user_id": uid, "assigned_variant": (spec.variant_for(c.id, uid) or
-                                                 type("C", (), {"name": "control"})).name,
-            "previews": out}
+    return JSONResponse(await run_in_threadpool(reach.estimate, ctx.engage, ctx.account_id,
+                                                None, campaign_id))
 
 
 @router.post("/1/campaigns/{campaign_id}/preview")
@@ -202,7 +140,8 @@ async def preview(campaign_id: int, request: Request) -> Response:
     "event"?: {...}, "data"?: {...}}``."""
     ctx = _Ctx(request)
     body = await _body(request)
-    return JSONResponse(await run_in_threadpool(_preview, ctx, campaign_id, body))
+    return JSONResponse(await run_in_threadpool(reach.preview, ctx.engage, ctx.account_id,
+                                                campaign_id, body))
 
 
 @router.get("/1/campaigns/{campaign_id}/report")

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from nudge.errors import ValidationError
 
+from . import netguard
 from .base import Channel, Message, SendResult
 from .provider import ProviderConfig, by_status, json_or_empty, short, transport_failure
 
@@ -58,7 +59,7 @@ class ApnsChannel(Channel):
         self._key = key
         self.key_id, self.team_id, self.topic = key_id, team_id, topic
         self.base_url = base_url
-        self._http = httpx.AsyncClient(http2=True, timeout=timeout, verify=verify)
+        self._http = netguard.client(http2=True, timeout=timeout, verify=verify)
         self._jwt: tuple[str, float] | None = None  # (token, signed at, monotonic)
         self._lock = asyncio.Lock()
 

@@ -24,15 +24,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import socket
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from html.parser import HTMLParser
 from typing import Any, ClassVar
 
 import aiosmtplib
+import httpcore
 
 from nudge.errors import ValidationError
 
+from . import netguard
 from .base import Channel, Message, SendResult
 from .provider import ProviderConfig, short
 
@@ -228,8 +231,10 @@ class EmailChannel(Channel):
             msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
 
     # -- SMTP ----------------------------------------------------------------------------
-    def _client(self) -> aiosmtplib.SMTP:
-        kw: dict[str, Any] = {"hostname": self.host, "port": self.port, "timeout": self.timeout,
+    def _client(self, sock: socket.socket) -> aiosmtplib.SMTP:
+        # Connected by us to an address the SSRF guard checked (netguard.py); aiosmtplib
+        # keeps ``hostname`` for TLS.
+        kw: dict[str, Any] = {"hostname": self.host, "sock": sock, "timeout": self.timeout,
                               "use_tls": self.security == "tls",
                               "start_tls": self.security == "starttls",
                               "validate_certs": self.validate_certs,
@@ -242,7 +247,8 @@ class EmailChannel(Channel):
 
     async def _connected(self, session: _Session) -> aiosmtplib.SMTP:
         if session.smtp is None or not session.smtp.is_connected:
-            session.smtp = self._client()
+            sock = await netguard.connect_socket(self.host, self.port, self.timeout)
+            session.smtp = self._client(sock)
             await session.smtp.connect()
         return session.smtp
 
@@ -265,7 +271,9 @@ class EmailChannel(Channel):
                 except aiosmtplib.SMTPException as exc:
                     await self._drop(session)
                     return self._map(exc)
-                except OSError as exc:
+                except netguard.AddressRefused as exc:
+                    return SendResult("rejected", error=str(exc)[:300])
+                except (OSError, httpcore.ConnectError) as exc:
                     await self._drop(session)
                     return SendResult("retry", error=f"connection error: {type(exc).__name__}")
             return SendResult("retry", error="SMTP send failed")  # pragma: no cover

@@ -32,6 +32,7 @@ import jwt
 
 from nudge.errors import ValidationError
 
+from . import netguard
 from .base import Channel, Message, SendResult
 from .provider import (
     ProviderConfig,
@@ -71,7 +72,7 @@ class FcmChannel(Channel):
         self._key = private_key
         self.token_uri = token_uri
         self.base_url = base_url
-        self._http = httpx.AsyncClient(timeout=timeout, verify=verify)
+        self._http = netguard.client(timeout=timeout, verify=verify)
         self._token: tuple[str, float] | None = None  # (access token, expires at, monotonic)
         self._token_lock = asyncio.Lock()
 

@@ -19,6 +19,7 @@ import httpx
 from nudge.errors import ValidationError
 
 from .base import SendResult
+from .netguard import AddressRefused
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_RETRY_AFTER_S = 24 * 3600.0
@@ -148,7 +149,10 @@ def by_status(resp: httpx.Response, error: str | None = None) -> SendResult:
 
 
 def transport_failure(exc: httpx.HTTPError) -> SendResult:
-    """Timeouts and connection errors are transient: retry."""
+    """Timeouts and connection errors are transient: retry. A connection the SSRF guard
+    refused (netguard.py) is not: rejected, with the reason."""
+    if isinstance(exc.__cause__, AddressRefused):
+        return SendResult("rejected", error=short(str(exc.__cause__), 300))
     kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
     return SendResult("retry", error=f"{kind}: {type(exc).__name__}")
 

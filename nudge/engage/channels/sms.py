@@ -24,6 +24,7 @@ import httpx
 
 from nudge.errors import ValidationError
 
+from . import netguard
 from .base import Channel, Message, SendResult
 from .provider import (
     ProviderConfig,
@@ -51,8 +52,8 @@ class SmsChannel(Channel):
         self.sender, self.service_sid = sender, service_sid
         self.status_callback = status_callback
         self.url = f"{base_url}/2010-04-01/Accounts/{account_sid}/Messages.json"
-        self._http = httpx.AsyncClient(timeout=timeout, verify=verify,
-                                       auth=httpx.BasicAuth(account_sid, auth_token))
+        self._http = netguard.client(timeout=timeout, verify=verify,
+                                     auth=httpx.BasicAuth(account_sid, auth_token))
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SmsChannel:

@@ -28,6 +28,7 @@ import httpx
 from nudge.engage import signing
 from nudge.errors import ValidationError
 
+from . import netguard
 from .base import Channel, Message, SendResult
 from .provider import ProviderConfig, by_status, short, transport_failure
 
@@ -46,8 +47,8 @@ class WebhookChannel(Channel):
                  timeout: float, verify: Any) -> None:
         self.url = url
         self._secret = secret
-        self._http = httpx.AsyncClient(timeout=timeout, verify=verify, headers=headers,
-                                       follow_redirects=False)
+        self._http = netguard.client(timeout=timeout, verify=verify, headers=headers,
+                                     follow_redirects=False)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WebhookChannel:

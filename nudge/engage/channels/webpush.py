@@ -32,6 +32,7 @@ from py_vapid import Vapid
 
 from nudge.errors import ValidationError
 
+from . import netguard
 from .base import Channel, Message, SendResult
 from .provider import ProviderConfig, by_status, short, transport_failure
 
@@ -80,7 +81,7 @@ class WebPushChannel(Channel):
         self.subscriber = subscriber
         self.ttl = ttl
         self.allow_http = allow_http
-        self._http = httpx.AsyncClient(timeout=timeout, verify=verify)
+        self._http = netguard.client(timeout=timeout, verify=verify)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WebPushChannel:

@@ -26,6 +26,7 @@ import httpx
 
 from nudge.errors import ValidationError
 
+from . import netguard
 from .base import Channel, Message, SendResult
 from .provider import (
     ProviderConfig,
@@ -50,8 +51,8 @@ class WhatsAppChannel(Channel):
     def __init__(self, *, access_token: str, phone_number_id: str, api_version: str,
                  base_url: str, timeout: float, verify: Any) -> None:
         self.url = f"{base_url}/{api_version}/{phone_number_id}/messages"
-        self._http = httpx.AsyncClient(timeout=timeout, verify=verify,
-                                       headers={"Authorization": f"Bearer {access_token}"})
+        self._http = netguard.client(timeout=timeout, verify=verify,
+                                     headers={"Authorization": f"Bearer {access_token}"})
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WhatsAppChannel:

@@ -21,7 +21,13 @@ from nudge.errors import NotFound, ValidationError
 from nudge.privacy.keys import Keyring, new_master_key_text, parse_master_key
 from nudge.store import control
 from nudge.tenancy.accounts import AccountDirectory
-from tests.engage.providers import ApnsServer, FcmServer, message, tls_pair
+from tests.engage.providers import (
+    ApnsServer,
+    FcmServer,
+    allow_private_networks,  # noqa: F401 - autouse
+    message,
+    tls_pair,
+)
 
 
 @pytest.fixture
@@ -129,7 +135,7 @@ def test_inbox_send_is_idempotent_expires_and_wakes_listeners(env) -> None:
 
 def test_inbox_watcher_sees_rows_written_by_another_process(env) -> None:
     directory, a, _, engine = env
-    other_process = Inbox(engine)  # a separate writer: no in-process notify reaches us
+    other_process = Inbox(engine, directory.keyring)  # another writer: no notify reaches us
 
     async def go():
         with directory.inbox.listen(a, 9) as wake:

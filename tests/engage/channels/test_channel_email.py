@@ -8,7 +8,13 @@ import pytest
 
 from nudge.engage.channels.email import EmailChannel, html_to_text, render_mjml
 from nudge.errors import ValidationError
-from tests.engage.providers import SilentServer, SmtpServer, message, tls_pair
+from tests.engage.providers import (
+    SilentServer,
+    SmtpServer,
+    allow_private_networks,  # noqa: F401 - autouse
+    message,
+    tls_pair,
+)
 
 
 @pytest.fixture(scope="module")

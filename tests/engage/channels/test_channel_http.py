@@ -23,6 +23,7 @@ from tests.engage.providers import (
     WebhookReceiver,
     WebPushServer,
     WhatsAppServer,
+    allow_private_networks,  # noqa: F401 - autouse
     message,
 )
 

@@ -12,7 +12,14 @@ from nudge.engage.channels.apns import ApnsChannel
 from nudge.engage.channels.fcm import FcmChannel
 from nudge.engage.channels.registry import PushRouter, unreachable_identifier
 from nudge.errors import ValidationError
-from tests.engage.providers import ApnsServer, FcmServer, SilentServer, message, tls_pair
+from tests.engage.providers import (
+    ApnsServer,
+    FcmServer,
+    SilentServer,
+    allow_private_networks,  # noqa: F401 - autouse
+    message,
+    tls_pair,
+)
 
 FCM_TOKEN = "fGcm:APA91b" + "x" * 140
 APNS_TOKEN = "a1" * 32
