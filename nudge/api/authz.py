@@ -16,8 +16,6 @@ account B is "unknown account or wrong key", exactly as for an account that does
 
 from __future__ import annotations
 
-import math
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +23,12 @@ from fastapi import Request
 from fastapi import routing as fastapi_routing
 from sqlalchemy.engine import Engine
 
-from nudge.clock import clock
 from nudge.config import Settings
-from nudge.errors import AuthError, Forbidden, TooManyRequests, ValidationError
+from nudge.errors import AuthError, Forbidden, ValidationError
 from nudge.privacy.keys import Keyring
 from nudge.tenancy.apikeys import ApiKey, ApiKeys
 from nudge.tenancy.mfa import Mfa
+from nudge.tenancy.ratelimit import RateLimiter
 from nudge.tenancy.roles import (
     MFA_REQUIRED_ROLES,
     is_declared,
@@ -45,29 +43,6 @@ from nudge.tenancy.users import UserDirectory
 ACCOUNT_HEADERS = ("x-nudge-account-id", "x-clevertap-account-id")
 KEY_HEADERS = ("x-nudge-passcode", "x-clevertap-passcode")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class RateLimiter:
-    """Token buckets in memory: ``per_minute`` requests a minute, a minute's worth of burst."""
-
-    def __init__(self) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key: str, per_minute: int) -> None:
-        if per_minute <= 0:
-            return
-        now, rate = clock.now(), per_minute / 60.0
-        with self._lock:
-            tokens, last = self._buckets.get(key, (float(per_minute), now))
-            tokens = min(float(per_minute), tokens + max(0.0, now - last) * rate)
-            if tokens < 1.0:
-                self._buckets[key] = (tokens, now)
-                raise TooManyRequests(f"rate limit of {per_minute} requests per minute reached",
-                                      retry_after=max(1, math.ceil((1.0 - tokens) / rate)))
-            if len(self._buckets) > 100_000:
-                self._buckets.clear()
-            self._buckets[key] = (tokens - 1.0, now)
 
 
 @dataclass
@@ -88,11 +63,12 @@ class Auth:
         return cls(settings, UserDirectory(engine),
                    SessionStore(engine, settings.session_idle_s, settings.session_absolute_s),
                    Mfa(engine, keyring), LoginThrottle(engine), ApiKeys(engine, on_key_change),
-                   RateLimiter())
+                   RateLimiter(engine))
 
     def limit(self, account_id: str, principal_key: str) -> None:
         """Per key (or session) first, so one key over its limit does not use up the
-        account's budget for the account's other keys."""
+        account's budget for the account's other keys. Shared by every process on the
+        control store (nudge/tenancy/ratelimit.py)."""
         self.limiter.take(principal_key, self.settings.rate_limit_key_per_minute)
         self.limiter.take("account:" + account_id, self.settings.rate_limit_account_per_minute)
 
