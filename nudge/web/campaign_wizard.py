@@ -1,11 +1,15 @@
-"""Campaign creation wizard: one form (audience segment with live reach, channels in fallback
-order, Liquid content per channel, schedule, caps and quiet hours, an A/B variant and a
-control group) → a draft campaign → a review page (exact reach per channel, a live preview
-rendered for a chosen person, the definition) → send.
+"""Campaign creation wizard for every kind — one-time (now or at a time), recurring (cron),
+live trigger (an event with property filters, optionally "and did not do X within T") and
+API-triggered — in one form: audience segment with live reach, channels in fallback order,
+Liquid content per channel, schedule or trigger, caps and quiet hours, A/B variants with
+their split and a control group, conversion goal → a draft campaign → a review page (exact
+reach per channel, a live preview rendered for a chosen person, the definition) → start.
 
 Every step calls what the API calls: ``CampaignDirectory.create/send`` (``POST
 /1/campaigns``, ``/send``), and the estimate and preview functions of
-``nudge/engage/reach.py`` (``estimate``, ``preview``), the functions the API routes call."""
+``nudge/engage/reach.py`` (``estimate``, ``preview``), the functions the API routes call.
+The form becomes the very ``POST /1/campaigns`` body (:func:`definition_from_form`), so
+``parse_campaign`` checks it and its errors name the definition's field."""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from .pages import PageContext, context, page, render
 
 router = APIRouter(include_in_schema=False)
 
-CHANNELS = ("email", "sms", "push", "webpush", "whatsapp", "webhook")
+CHANNELS = ("email", "sms", "push", "webpush", "inapp", "whatsapp", "webhook")
 
 
 def _engage(ctx: PageContext) -> Any:
@@ -53,38 +57,98 @@ def _num(form: dict[str, str], name: str) -> float | None:
     return int(n) if n.is_integer() else n
 
 
+KINDS = ("one_time", "recurring", "trigger", "api")
+FILTER_ROWS = 3
+UNITS = ("minutes", "hours", "days")
+# Segment filter operators offered for trigger filters (relative dates are refused there).
+TRIGGER_OPS = ("eq", "neq", "gt", "gte", "lt", "lte", "contains", "starts_with", "in",
+               "not_in", "exists", "not_exists")
+
+
+def _value(raw: str, op: str) -> Any:
+    """A filter value typed from the form: numbers and true/false as such, lists for in."""
+    def one(x: str) -> Any:
+        x = x.strip()
+        if x in ("true", "false"):
+            return x == "true"
+        try:
+            n = float(x)
+        except ValueError:
+            return x
+        return int(n) if n.is_integer() and "." not in x else n
+    if op in ("in", "not_in"):
+        return [one(x) for x in raw.split(",") if x.strip()]
+    return one(raw)
+
+
+def _trigger(form: dict[str, str]) -> dict[str, Any]:
+    where = []
+    for i in range(FILTER_ROWS):
+        prop, op = form.get(f"tf_prop_{i}", "").strip(), form.get(f"tf_op_{i}", "eq")
+        if not prop:
+            continue
+        flt: dict[str, Any] = {"property": prop, "op": op}
+        if op not in ("exists", "not_exists"):
+            flt["value"] = _value(form.get(f"tf_value_{i}", ""), op)
+        where.append(flt)
+    out: dict[str, Any] = {"event": form.get("trigger_event", "").strip()}
+    if where:
+        out["where"] = where
+    if form.get("unless_event", "").strip():
+        unit = form.get("unless_unit") if form.get("unless_unit") in UNITS else "hours"
+        out["unless"] = {"event": form["unless_event"].strip(),
+                         "within": {unit: _num(form, "unless_within") or 1}}
+    return out
+
+
+def _content(form: dict[str, str], channels: list[str], prefix: str = "") -> dict[str, Any]:
+    """Content per channel from the form's fields (``b_``-prefixed for variant B, where an
+    empty field means "same as A")."""
+    f = {k[len(prefix):]: v for k, v in form.items() if k.startswith(prefix) and v}
+    content: dict[str, Any] = {}
+    if "email" in channels and ({"email_subject", "email_html", "email_text"} & set(f)
+                                or not prefix):
+        content["email"] = {k: f[f"email_{k}"] for k in ("subject", "html", "text")
+                            if f"email_{k}" in f}  # parse_campaign names what is missing
+    for ch in ("sms", "whatsapp"):
+        if ch in channels and ("sms_body" in f or not prefix):
+            content[ch] = ({"body": f.get("sms_body", "")} if ch == "sms"
+                           else {"template": f.get("sms_body", "")})
+    for ch in ("push", "webpush", "inapp"):
+        if ch in channels and ({"push_title", "push_body"} & set(f) or not prefix):
+            content[ch] = {k: f[f"push_{k}"] for k in ("title", "body") if f"push_{k}" in f}
+            if not prefix:
+                content[ch] = {"title": f.get("push_title", ""), "body": f.get("push_body", "")}
+    if "webhook" in channels and ("webhook_body" in f or not prefix):
+        content["webhook"] = {"body": f.get("webhook_body", "")}
+    return content
+
+
 def definition_from_form(form: dict[str, str]) -> dict[str, Any]:
     """The ``POST /1/campaigns`` body of the wizard's form (checked by ``parse_campaign``)."""
+    kind = form.get("kind") if form.get("kind") in KINDS else "one_time"
     channels = [c for c in (form.get(f"channel_{i}", "") for i in range(3)) if c]
     channels = list(dict.fromkeys(channels))
-    content: dict[str, Any] = {}
-    if "email" in channels:
-        content["email"] = {"subject": form.get("email_subject", ""),
-                            "html": form.get("email_html", "")}
-        if form.get("email_text"):
-            content["email"]["text"] = form["email_text"]
-    if "sms" in channels or "whatsapp" in channels:
-        for ch in ("sms", "whatsapp"):
-            if ch in channels:
-                content[ch] = {"body": form.get("sms_body", "")}
-    for ch in ("push", "webpush"):
-        if ch in channels:
-            content[ch] = {"title": form.get("push_title", ""), "body": form.get("push_body", "")}
-    if "webhook" in channels:
-        content["webhook"] = {"body": form.get("webhook_body", "")}
-    body: dict[str, Any] = {"name": form.get("name", "").strip(), "kind": "one_time",
+    content = _content(form, channels)
+    body: dict[str, Any] = {"name": form.get("name", "").strip(), "kind": kind,
                             "channels": channels, "content": content}
     seg = form.get("segment_id", "").strip()
-    body["audience"] = {"segment_id": int(seg)} if seg.isdigit() else None
-    if body["audience"] is None:
-        del body["audience"]
+    if seg.isdigit():
+        body["audience"] = {"segment_id": int(seg)}
     if form.get("webhook_url"):
         body["webhook_url"] = form["webhook_url"]
     hours = _num(form, "fallback_hours")
     if hours is not None and len(channels) > 1:
         body["fallback_after"] = {"hours": hours}
-    if form.get("when") == "at" and form.get("at"):
+    if kind == "one_time" and form.get("when") == "at" and form.get("at"):
         body["schedule"] = {"at": form["at"], "user_timezone": form.get("user_timezone") == "on"}
+    elif kind == "recurring":
+        body["schedule"] = {"cron": form.get("cron", "").strip(),
+                            "timezone": form.get("cron_timezone", "").strip() or "UTC"}
+        if form.get("until"):
+            body["schedule"]["until"] = form["until"]
+    elif kind == "trigger":
+        body["trigger"] = _trigger(form)
     cap_max, cap_days = _num(form, "cap_max"), _num(form, "cap_days")
     if cap_max is not None and cap_days is not None:
         body["caps"] = [{"max": cap_max, "per": {"days": cap_days}}]
@@ -94,12 +158,12 @@ def definition_from_form(form: dict[str, str]) -> dict[str, Any]:
     control = _num(form, "control_percent") or 0
     b_percent = _num(form, "b_percent")
     if b_percent:
-        a_percent = 100 - control - b_percent
-        variants: list[dict[str, Any]] = [{"name": "A", "percent": a_percent},
+        variants: list[dict[str, Any]] = [{"name": "A", "percent": 100 - control - b_percent},
                                           {"name": "B", "percent": b_percent}]
-        if form.get("b_subject") and "email" in channels:
-            variants[1]["content"] = {"email": {**content["email"],
-                                                "subject": form["b_subject"]}}
+        b_content = _content(form, channels, "b_")
+        if b_content:  # a variant's channel content replaces A's whole: start from A's
+            variants[1]["content"] = {ch: {**content.get(ch, {}), **c}
+                                      for ch, c in b_content.items()}
         body["variants"] = variants
     if control:
         body["control_percent"] = control
@@ -107,6 +171,57 @@ def definition_from_form(form: dict[str, str]) -> dict[str, Any]:
         body["conversion"] = {"event": form["conversion_event"],
                               "within": {"hours": _num(form, "conversion_hours") or 24}}
     return body
+
+
+def _who(body: dict[str, Any]) -> str:
+    """Who a campaign without an audience segment reaches, in words."""
+    if body["kind"] == "api":
+        return "No audience segment: the people each POST /1/send call names."
+    t = body.get("trigger") or {}
+    return (f"No audience segment: everyone who does {t.get('event') or '(an event)'}"
+            + (f" and not {t['unless']['event']} within the time" if t.get("unless") else "")
+            + ".")
+
+
+def describe(d: dict[str, Any]) -> dict[str, Any]:
+    """The review page's plain-language summary of a definition: what starts it, the split,
+    the policy, and the label of the button that starts it."""
+    kind, sched = d.get("kind", "one_time"), d.get("schedule") or {}
+    if kind == "recurring":
+        starts = f"On the cron schedule {sched.get('cron')} in {sched.get('timezone', 'UTC')}"
+        button = "Start the schedule"
+    elif kind == "trigger":
+        t = d.get("trigger") or {}
+        where = " and ".join(f"{w['property']} {w['op']} {w.get('value', '')}".strip()
+                             for w in t.get("where") or [])
+        starts = f"When someone does {t.get('event')}" + (f" with {where}" if where else "")
+        if t.get("unless"):
+            (unit, n), = t["unless"]["within"].items()
+            starts += f", unless they do {t['unless']['event']} within {n:g} {unit}"
+        button = "Start listening"
+    elif kind == "api":
+        starts = "Each POST /1/send call (or a journey's send node) that names this campaign"
+        button = "Activate"
+    else:
+        starts = (f"Once, at {sched['at']}" + (" in each person's timezone"
+                                               if sched.get("user_timezone") else " UTC")
+                  if sched.get("at") else "Once, when started")
+        button = "Schedule" if sched.get("at") else "Send"
+    control = d.get("control_percent", 0)
+    variants = d.get("variants") or [{"name": "A", "percent": 100 - control}]
+    split = ", ".join(f"{v['name']} {v['percent']:g}%" for v in variants)
+    if control:
+        split += f", control group {control:g}%"
+    policy = []
+    for c in d.get("caps") or []:
+        (unit, n), = c["per"].items()
+        policy.append(f"at most {c['max']} per {n:g} {unit}")
+    if d.get("quiet_hours"):
+        q = d["quiet_hours"]
+        policy.append(f"quiet {q['start']}-{q['end']} ({q.get('action', 'delay')})")
+    return {"starts": starts, "button": button, "split": split,
+            "channels": " → ".join(d.get("channels", [])),
+            "policy": "; ".join(policy) or "the account's defaults"}
 
 
 def _segments(ctx: PageContext) -> list[Any]:
@@ -118,7 +233,10 @@ def _segments(ctx: PageContext) -> list[Any]:
 async def wizard(request: Request, account_id: str) -> Response:
     ctx = context(request, account_id)
     segments = await run_in_threadpool(_segments, ctx)
-    return render(request, "campaign_wizard.html", ctx, segments=segments, channels=CHANNELS)
+    kind = request.query_params.get("kind")
+    return render(request, "campaign_wizard.html", ctx, segments=segments, channels=CHANNELS,
+                  kind=kind if kind in KINDS else "one_time", ops=TRIGGER_OPS, units=UNITS,
+                  filter_rows=FILTER_ROWS)
 
 
 @router.post("/ui/{account_id}/campaigns/estimate")
@@ -129,6 +247,9 @@ async def wizard_reach(request: Request, account_id: str) -> Response:
     form = await form_of(request)
     try:
         body = definition_from_form(form)
+        if "audience" not in body and body["kind"] in ("trigger", "api"):
+            return render(request, "campaign_reach.html", ctx, error=None, est=None,
+                          note=_who(body))
         est = await run_in_threadpool(reach.estimate, _engage(ctx), ctx.account_id, body)
     except NudgeError as exc:
         if exc.status >= 500:
@@ -154,12 +275,19 @@ async def review(request: Request, account_id: str, campaign_id: int) -> Respons
     ctx = context(request, account_id)
     actx = _api_ctx(ctx)
     c = await run_in_threadpool(actx.campaigns.get, campaign_id)
-    try:
-        est = await run_in_threadpool(reach.estimate, actx.engage, ctx.account_id, None,
-                                      campaign_id)
-    except NudgeError as exc:  # e.g. an api campaign: no audience
-        est = {"error": str(exc)}
+    est: dict[str, Any]
+    if "audience" not in c.definition and c.kind in ("trigger", "api"):
+        est = {"note": _who(c.definition)}
+    else:
+        try:
+            est = await run_in_threadpool(reach.estimate, actx.engage, ctx.account_id, None,
+                                          campaign_id)
+        except NudgeError as exc:
+            if exc.status >= 500:
+                raise
+            est = {"error": str(exc)}
     return render(request, "campaign_review.html", ctx, campaign=c.to_dict(), est=est,
+                  summary=describe(c.definition),
                   definition=json.dumps(c.definition, indent=2, default=str))
 
 

@@ -1,9 +1,8 @@
 """Dashboard campaign pages (nudge/web/campaigns.py) in Debian's Chromium against a real
 server: an email campaign to a saved segment is delivered to a real SMTP server (aiosmtpd),
 and the list and results pages show the same sent/delivered/opened/clicked/converted figures
-per variant as ``GET /1/campaigns/{id}/report``.
-
-The campaign is created through the API: the creation wizard is not built yet."""
+per variant as ``GET /1/campaigns/{id}/report``. The wizard for the other kinds (recurring,
+trigger, API) is tested in test_dashboard_campaign_wizard.py."""
 
 from __future__ import annotations
 
