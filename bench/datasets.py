@@ -474,18 +474,57 @@ def store_merged(directory: Path, log=print) -> Path:
     return path
 
 
-def open_store(directory: Path, layout: str = "merged", **settings: object) -> AccountStore:
-    """Open the benchmark's account store (it loads the catalog written above). Background
-    merging is off unless asked for, so that a layout stays what it is named."""
+def tail_store(directory: Path, tail_rows: int, base: str = "merged", log=print) -> Path:
+    """A live store between compactions: the ``base`` layout with its newest ``tail_rows``
+    arrivals still in ``events_recent`` (in arrival order, as group commits append them)
+    and ``compacted_through`` below them. A copy of the base store, built on first use."""
+    src = _layout_path(directory, base)
+    path = directory / f"{src.stem}-tail-{tail_rows}.duckdb"
+    if path.exists():
+        return path
+    t = time.perf_counter()
+    tmp = path.with_suffix(".tmp")
+    for p in directory.glob(tmp.name + "*"):
+        p.unlink()
+    shutil.copyfile(src, tmp)
+    con = _connect(tmp)
+    hi = int(con.execute("SELECT max(seq) FROM events_sorted").fetchone()[0])
+    cut = max(0, hi - tail_rows)
+    con.execute("BEGIN TRANSACTION")
+    con.execute("INSERT INTO events_recent SELECT * FROM events_sorted WHERE seq > ? "
+                "ORDER BY seq", [cut])
+    con.execute("DELETE FROM events_sorted WHERE seq > ?", [cut])
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('compacted_through', ?)", [str(cut)])
+    # The runs now end at the cut (the last ones lose their newest rows).
+    con.execute("DELETE FROM event_runs WHERE seq_lo > ?", [cut])
+    con.execute("UPDATE event_runs SET seq_hi = ?, stats = NULL WHERE seq_hi > ?", [cut, cut])
+    con.execute("COMMIT")
+    con.execute("CHECKPOINT")
+    con.close()
+    tmp.rename(path)
+    log(f"# {path.name}: the newest {hi - cut:,} events in events_recent "
+        f"({time.perf_counter() - t:.0f} s)")
+    return path
+
+
+def _layout_path(directory: Path, layout: str) -> Path:
     if layout == "merged":
-        path = directory / "nudge.duckdb"
-    elif layout == "runs":
-        path = runs_store(directory)
-    else:
-        path = directory / f"nudge-store-merged-{load_settings({}).compact_threshold_rows}.duckdb"
-        if not path.exists():
-            path = store_merged(directory)
+        return directory / "nudge.duckdb"
+    if layout == "runs":
+        return runs_store(directory)
+    path = directory / f"nudge-store-merged-{load_settings({}).compact_threshold_rows}.duckdb"
+    return path if path.exists() else store_merged(directory)
+
+
+def open_store(directory: Path, layout: str = "merged", tail: int = 0,
+               **settings: object) -> AccountStore:
+    """Open the benchmark's account store (it loads the catalog written above). Background
+    merging is off unless asked for, so that a layout stays what it is named; so is
+    compaction, so that a ``tail`` (newest events left in ``events_recent``) stays there."""
+    path = tail_store(directory, tail, layout) if tail else _layout_path(directory, layout)
     settings.setdefault("merge_fanout", 0)
+    if tail:
+        settings.setdefault("compact_threshold_rows", 1 << 62)
     return AccountStore("bench", path, load_settings({}, **settings))
 
 

@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      f"nudge-bench-segments-{args.users}-{args.events}")
     info = datasets.build(directory, args.users, args.events, seed=args.seed)
     now = info.now
-    store = datasets.open_store(directory, args.layout)
+    store = datasets.open_store(directory, args.layout, tail=args.tail)
     engine = SegmentEngine(store)
     ref = duckdb.connect(str(directory / "reference.duckdb"), read_only=True)
     ref.execute("SET TimeZone = 'UTC'")
@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     nodes: dict[str, Node] = {k: parse(v, now) for k, v in definitions().items()}
     dsql, csql = duckdb_sql(now), clickhouse_sql(now)
     print(f"# data: {directory} (built in {info.build_seconds:.0f} s); store layout: "
-          f"{LAYOUTS[args.layout]}; load {loadavg()}")
+          f"{LAYOUTS[args.layout]}{tail_note(args.tail)}; load {loadavg()}")
 
     systems: dict[str, Callable[[str], int]] = {
         "nudge": lambda k: engine.count(nodes[k], now=now),
@@ -297,7 +297,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     store.close()
     ref.close()
     result = {"users": args.users, "events": args.events, "reps": args.reps, "exact": exact,
-              "layout": args.layout,
+              "layout": args.layout, "tail": args.tail,
               "counts": counts, "median_ms": med, "median_cpu_ms": med_cpu,
               "contains": contains}
     if args.json:
@@ -312,18 +312,22 @@ def compare_layouts(args: argparse.Namespace) -> dict[str, Any]:
     the compaction runs buys (``--compare-layouts runs,store-merged,merged``)."""
     layouts = args.compare_layouts.split(",")
     header(f"Segments by layout: {args.events:,} events, {args.users:,} users")
+    base = {name: name.removesuffix("+tail") for name in layouts}
     directory = Path(args.dir or Path(tempfile.gettempdir()) /
                      f"nudge-bench-segments-{args.users}-{args.events}")
     info = datasets.build(directory, args.users, args.events, seed=args.seed)
     now = info.now
-    if "store-merged" in layouts:
+    if "store-merged" in base.values():
         datasets.store_merged(directory)  # built (and timed) before any store is open
-    stores = {name: datasets.open_store(directory, name) for name in layouts}
+    stores = {name: datasets.open_store(directory, base[name],
+                                        tail=args.tail if name.endswith("+tail") else 0)
+              for name in layouts}
     engines = {name: SegmentEngine(store) for name, store in stores.items()}
     for name, store in stores.items():
         sizes = [f"{r.rows:,}" for r in store.sorted_runs.runs]
-        print(f"# {name}: {LAYOUTS[name]}; {len(sizes)} recorded run(s) "
-              f"({', '.join(sizes[:6])}{', ...' if len(sizes) > 6 else ''})")
+        print(f"# {name}: {LAYOUTS[base[name]]}; {len(sizes)} recorded run(s) "
+              f"({', '.join(sizes[:6])}{', ...' if len(sizes) > 6 else ''})"
+              f"{tail_note(args.tail if name != base[name] else 0)}")
     nodes = {k: parse(v, now) for k, v in definitions().items() if k in args.segments}
     counts = {k: {n: e.count(nodes[k], now=now) for n, e in engines.items()} for k in nodes}
     cpu: dict[str, dict[str, list[float]]] = {k: {n: [] for n in layouts} for k in nodes}
@@ -361,6 +365,10 @@ def compare_layouts(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def tail_note(rows: int) -> str:
+    return f", the newest {rows:,} events still in events_recent (arrival order)" if rows else ""
+
+
 def membership(engine: SegmentEngine, node: Node, now: float, reps: int) -> dict[str, Any]:
     """Time ``contains`` for members and non-members of ``node``."""
     members = sorted(engine.user_ids(node, now=now))
@@ -393,6 +401,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--segments", default="abcdef", help="which of a..f to run")
     p.add_argument("--layout", choices=list(LAYOUTS), default="merged",
                    help="the account store's events_sorted layout")
+    p.add_argument("--tail", type=int, default=0, metavar="ROWS",
+                   help="leave the newest ROWS events in events_recent (a live store between "
+                        "compactions; with --compare-layouts, for layouts named L+tail)")
     p.add_argument("--dir", help="data directory (kept; reused when it matches)")
     p.add_argument("--keep", action="store_true", help="keep the temp data directory")
     p.add_argument("--no-chdb", action="store_true")
@@ -403,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     os.environ.setdefault("NUDGE_LOG_LEVEL", "warning")
     if args.compare_layouts:
-        unknown = set(args.compare_layouts.split(",")) - set(LAYOUTS)
+        unknown = {n.removesuffix("+tail") for n in args.compare_layouts.split(",")} - set(LAYOUTS)
         if unknown:
             p.error(f"unknown layout(s): {', '.join(sorted(unknown))}")
         return compare_layouts(args)

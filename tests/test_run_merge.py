@@ -26,7 +26,7 @@ import pytest
 from nudge.config import Limits, Settings
 from nudge.ingest.upload import parse_upload
 from nudge.store.account import AccountStore
-from nudge.store.runs import MergePlan, SortedRuns, plan_bounds, tier
+from nudge.store.runs import MergePlan, SortedRuns, piece_filter, plan_bounds, tier
 
 NOW = int(time.time())
 NAMES = ["Charged", "App Launched", "Added To Cart", "Searched", "Rated"]
@@ -89,6 +89,31 @@ def test_tiers_and_piece_bounds() -> None:
     # Pieces cover each event; heavy events are split into time slices of ~step rows.
     bounds = plan_bounds({"B": [1000, 0, 999], "A": [10, 5, 50]}, 300)
     assert bounds == [("A", None), ("B", None), ("B", 249), ("B", 499), ("B", 749)]
+
+
+def test_pieces_partition_the_runs_exactly() -> None:
+    """Every row of the merging runs is in exactly one piece, whatever its (event, ts) —
+    rows on a bound, before the first, after the last — and no row outside the runs' seq
+    range is in any piece. (The filters repeat their bounds as plain comparisons so that
+    DuckDB can skip row groups; those must never exclude a row the exact condition takes.)"""
+    con = duckdb.connect()
+    # Every (event, ts) for ts in 0..1000 µs, so every bound is hit exactly; seq shuffled.
+    con.execute("SELECT setseed(0.5)")
+    con.execute("CREATE TABLE events_sorted AS SELECT row_number() OVER (ORDER BY random()) "
+                "AS seq, e AS event, make_timestamp(t) AS ts FROM "
+                "unnest(['A', 'B', 'C', 'Ca']) AS x(e), range(0, 1001) AS y(t)")
+    lo, hi = 101, 3900
+    # Statistics of the merging runs leave out "Ca" and the extremes of "B", as statistics
+    # recorded before a later change would.
+    stats = {"A": [300, 0, 1000], "B": [900, 100, 999], "C": [300, 0, 1000]}
+    for step in (50, 200, 5000):
+        plan = MergePlan(lo, hi, hi - lo + 1, stats, plan_bounds(stats, step))
+        seen: list[int] = []
+        for i in range(len(plan.bounds)):
+            where, params = piece_filter(plan, i)
+            seen += [r[0] for r in con.execute(
+                f"SELECT seq FROM events_sorted WHERE {where}", params).fetchall()]
+        assert sorted(seen) == list(range(lo, hi + 1)), step
 
 
 def test_merge_keeps_every_row_and_leaves_one_sorted_run(tmp_path: Path) -> None:

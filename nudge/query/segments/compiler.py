@@ -429,32 +429,37 @@ class Compiler:
     def _sequence_any_time(self, node: Sequence) -> Sql:
         """Without a time limit only each person's extreme events matter: some `then`
         follows some `first` ⇔ the last `then` is after the first `first`; no `then` follows
-        the last `first` ⇔ the last `then` is not after it. One aggregate per side and a join
-        instead of pairing every `first` with every `then` of the same person.
+        the last `first` ⇔ the last `then` is not after it.
 
-        "After" is (ts, seq) order. The aggregates take max/min of ts alone (a cheap
-        aggregate); people whose two extreme times are equal, which is rare, are decided by
-        the seq of their events at that time."""
+        Both sides' rows (user, ts, seq, and which side) are read once into one small
+        materialized set; one aggregate over it gives each person's extreme `first` and last
+        `then` time (rather than one aggregate per side and a join between them, or pairing
+        every `first` with every `then` of the same person). "After" is (ts, seq) order: the
+        aggregate takes ts alone (a cheap aggregate); people whose two extreme times are
+        equal, which is rare, are decided by the seq of their rows at that time, from the
+        same materialized set (no second scan of the events)."""
         a = self._events(node.first, node.window, select="e.user_id, e.ts, e.seq")
         b = self._events(node.then, node.window, select="e.user_id, e.ts, e.seq",
                          since_only=True)
         fa = "min" if node.then_happened else "max"
-        head = (f"WITH a AS MATERIALIZED (SELECT user_id, {fa}(ts) AS t FROM ({a.text}) "
-                "GROUP BY user_id), "
-                f"b AS MATERIALIZED (SELECT user_id, max(ts) AS t FROM ({b.text}) "
-                "GROUP BY user_id) ")
-        seq_b = (f"(SELECT max(y.seq) FROM ({b.text}) y "
-                 "WHERE y.user_id = a.user_id AND y.ts = a.t)")
-        seq_a = (f"(SELECT {fa}(x.seq) FROM ({a.text}) x "
-                 "WHERE x.user_id = a.user_id AND x.ts = a.t)")
-        same_time = "SELECT a.user_id FROM a JOIN b ON b.user_id = a.user_id AND b.t = a.t "
-        params = a.params + b.params + b.params + a.params
+        head = ("WITH seq_rows AS MATERIALIZED ("
+                f"SELECT user_id, ts, seq, true AS f FROM ({a.text}) UNION ALL "
+                f"SELECT user_id, ts, seq, false AS f FROM ({b.text})), "
+                f"seq_ends AS (SELECT user_id, {fa}(ts) FILTER (f) AS ta, "
+                "max(ts) FILTER (NOT f) AS tb FROM seq_rows GROUP BY user_id) ")
+        # Tied extremes: compare the last `then`'s seq with the `first`'s at that time.
+        fs = "min" if node.then_happened else "max"
+        cmp = ">" if node.then_happened else "<="
+        tied = ("SELECT e.user_id FROM seq_ends e JOIN seq_rows r "
+                "ON r.user_id = e.user_id AND r.ts = e.ta WHERE e.tb = e.ta "
+                f"GROUP BY e.user_id HAVING max(r.seq) FILTER (NOT r.f) {cmp} "
+                f"{fs}(r.seq) FILTER (r.f)")
         if node.then_happened:
-            return Sql(head + "SELECT a.user_id FROM a JOIN b ON b.user_id = a.user_id "
-                       f"WHERE b.t > a.t UNION ALL {same_time} WHERE {seq_b} > {seq_a}", params)
-        return Sql(head + "SELECT a.user_id FROM a LEFT JOIN b ON b.user_id = a.user_id "
-                   f"WHERE b.t IS NULL OR b.t < a.t UNION ALL {same_time} "
-                   f"WHERE {seq_b} <= {seq_a}", params)
+            untied = "SELECT user_id FROM seq_ends WHERE tb > ta"
+        else:
+            untied = ("SELECT user_id FROM seq_ends WHERE ta IS NOT NULL "
+                      "AND (tb IS NULL OR tb < ta)")
+        return Sql(f"{head}{untied} UNION ALL {tied}", a.params + b.params)
 
     # -- profile conditions --------------------------------------------------------------
     def reachable_predicate(self, node: Reachable) -> tuple[list[str], list[Any]]:
