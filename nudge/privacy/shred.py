@@ -74,13 +74,45 @@ def rewrites_paused() -> Iterator[None]:
 
 def rewrite_on_writer(store: AccountStore, keyring: Keyring | None) -> dict[str, Any]:
     """Rewrite the account file under a new key; writer thread only. ``keyring=None``
-    rewrites an unencrypted store into a new unencrypted file (store tests)."""
+    rewrites an unencrypted store into a new unencrypted file (store tests).
+
+    The ingest log (nudge/ingest/log.py) is sealed with a key derived from the file's, so
+    it goes along: appends are paused (requests wait, unacknowledged), every acknowledged
+    entry is committed and every segment deleted, and after the swap new frames are sealed
+    with the new key. No frame under the old key outlives it.
+    """
     started = time.perf_counter()
+    ingest_log = getattr(store, "log", None)
+    if ingest_log is not None and not hasattr(ingest_log, "set_key"):
+        raise RuntimeError("this ingest log cannot change its key; rewrite skipped")
+    current = keyring.duckdb_key(store.account_id) if keyring else None
+    if ingest_log is not None:
+        ingest_log.close()
+    try:
+        if ingest_log is not None:
+            store.commit_queued()
+            ingest_log.release(store.applied_lsn, rotate=True)
+            if any(ingest_log.dir.glob("*.seg")):
+                raise RuntimeError("ingest log segments remain after applying them; "
+                                   "rewrite skipped (retried later)")
+        before = store.path.stat().st_size
+        generation, current = _rewrite_file(store, keyring, current)
+    finally:
+        if ingest_log is not None:
+            from nudge.ingest.log import log_key
+
+            ingest_log.set_key(log_key(current))
+            ingest_log.start()
+    return {"generation": generation, "seconds": round(time.perf_counter() - started, 3),
+            "bytes_before": before, "bytes_after": store.path.stat().st_size}
+
+
+def _rewrite_file(store: AccountStore, keyring: Keyring | None,
+                  old_key: str | None) -> tuple[int, str | None]:
+    """Steps 1-5 of the module docstring; returns the new generation and key."""
     account_id, path = store.account_id, store.path
     cur = store.writer_cursor
     cur.execute("CHECKPOINT")
-    before = path.stat().st_size
-    old_key = keyring.duckdb_key(account_id) if keyring else None
     generation, key = keyring.begin_file_key(account_id) if keyring else (0, None)
     _crash_point("pending")
     tmp = storage.rewrite_path(path)
@@ -117,8 +149,7 @@ def rewrite_on_writer(store: AccountStore, keyring: Keyring | None) -> dict[str,
     except RuntimeError:
         store.reopen_file(lambda: old_key)
         raise
-    return {"generation": generation, "seconds": round(time.perf_counter() - started, 3),
-            "bytes_before": before, "bytes_after": path.stat().st_size}
+    return generation, key
 
 
 def _copy(cur: Any, tmp: Path, key: str | None) -> None:

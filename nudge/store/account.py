@@ -214,6 +214,22 @@ class AccountStore:
         """Blocking write (CLI, demo, import)."""
         return self.submit_nowait(records).result()
 
+    def commit_queued(self) -> None:
+        """Commit every request queued for the writer now; queued jobs stay queued. Writer
+        thread only (the rewrite after an erasure applies the whole ingest log first)."""
+        items: list[_Pending | _Job | None] = []
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        batch = [i for i in items if isinstance(i, _Pending)]
+        if batch:
+            self._commit(batch)
+        for item in items:
+            if not isinstance(item, _Pending):
+                self._queue.put(item)
+
     def run_on_writer(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
         """Run ``fn`` on the writer thread between commits (compaction, merges, erasure)."""
         job = _Job(fn)

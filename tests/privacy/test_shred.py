@@ -177,7 +177,14 @@ def _server_checks(srv: NudgeServer) -> None:
     _upload(srv, "eve", 10)
     r = httpx.get(srv.url + "/1/profile", params={"identity": "cat"}, headers=srv.headers)
     assert r.status_code == 200, r.text
-    srv.stop()
-    srv.start()  # the rewritten file opens with the new key after a restart
-    r = httpx.get(srv.url + "/1/profile", params={"identity": "eve"}, headers=srv.headers)
-    assert r.status_code == 200, r.text
+    # kill -9 right after acknowledged uploads: the rewritten file opens with the new key,
+    # and what the ingest log held (sealed after the swap) is replayed with it.
+    _upload(srv, "fay", 50)
+    srv.kill()
+    srv.start()
+    for who, n in (("eve", 10), ("fay", 50), ("cat", 300)):
+        r = httpx.get(srv.url + "/1/profile", params={"identity": who}, headers=srv.headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["profile"]["total_events"] == n, (who, r.text)
+    r = httpx.get(srv.url + "/1/profile", params={"identity": "ann"}, headers=srv.headers)
+    assert r.status_code == 404 or r.json().get("status") != "success", r.text
