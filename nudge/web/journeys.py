@@ -105,6 +105,7 @@ def canvas_state(ctx: PageContext, journey_id: int | None) -> dict[str, Any]:
             "positions": layout(j["definition"]), "report": report,
             "account": ctx.account_id, "base": ctx.base,
             "editable": ctx.can("journeys:write") and j["status"] != "stopped",
+            "can_campaign": ctx.can("campaigns:write"),
             "node_types": list(NODE_TYPES), "size": {"w": W, "h": H}, **_choices(ctx)}
 
 

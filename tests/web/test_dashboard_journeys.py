@@ -245,3 +245,90 @@ def test_viewer_sees_no_edit_controls_and_forged_writes_are_refused(
         assert "Forged" not in names
     finally:
         ctx.close()
+
+
+def test_every_node_type_and_setting_saves_as_the_api_definition(
+        marketer: Page, srv: NudgeServer) -> None:
+    """Date-property entry, delay (date property with offset, duration, time of day),
+    condition, A/B split, send, webhook, update profile, wait for event, exit, and the
+    journey's goal, exit criteria, re-entry and limits — built with the panel's controls
+    only, saved, and stored exactly as the API's definition."""
+    page = marketer
+    cid = h.api(srv, "POST", "/1/campaigns", {
+        "name": "Renewal reminder", "kind": "api", "channels": ["email"],
+        "content": {"email": {"subject": "Renew", "text": "Please"}}}, ok=201).json()["id"]
+    page.goto(f"{srv.url}/ui/{srv.account_id}/journeys/new")
+    page.get_by_label("Name", exact=True).fill("Renewal")
+    page.get_by_label("Entry", exact=True).select_option("date")
+    page.get_by_label("Date property").fill("renewal_date")
+    _node(page, "on-date").click()
+    _span(page, "Offset", 7, "days")
+    page.get_by_label("before the date").check()
+    _add(page, "condition", after="on-date")
+    page.get_by_label("Event", exact=True).fill("Opened App")
+    _add(page, "split", after="condition")  # yes
+    page.get_by_label("Branch 1 share (%)").fill("60")
+    page.get_by_label("Branch 2 share (%)").fill("40")
+    _add(page, "send", after="split")
+    page.get_by_label("Message (a campaign", exact=False).select_option(str(cid))
+    _add(page, "delay", after="send")
+    page.locator("#journey-panel fieldset", has_text="Wait for").get_by_label("hours").fill("2")
+    _add(page, "exit", after="delay")
+    _add(page, "webhook", after="split")
+    page.get_by_label("URL (POST)").fill("https://hooks.example.com/renewal")
+    page.get_by_label("Then (next)").select_option("exit")
+    _add(page, "update_profile", after="condition")  # no
+    page.get_by_label("Set profile properties (JSON object)").fill('{"churn_risk": true}')
+    _add(page, "delay", after="update-profile")
+    page.get_by_label("Delay kind").select_option("until_time")
+    _add(page, "wait_event", after="delay-2")
+    page.get_by_label("Wait for event").fill("Charged")
+    _span(page, "Time out after", 3, "days")
+    page.get_by_label("Then (on_event)").select_option("exit")
+    page.get_by_label("Then (on_timeout)").select_option("exit")
+    # Keyboard: focus a node and press Enter to edit it.
+    _node(page, "split").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#n-id")).to_have_value("split")
+    page.click("#journey-settings")
+    page.get_by_label("Goal event (converts and exits)").fill("Renewed")
+    page.get_by_label("Exit when any of these events happen").fill("Cancelled, Uninstalled")
+    page.get_by_label("Re-entry").select_option("after")
+    _span(page, "Re-enter after", 30, "days")
+    page.get_by_label("Most entries per person").fill("3")
+    page.get_by_label("Most people in the journey (user limit)").fill("1000")
+    with page.expect_response("**/1/journeys") as resp:
+        page.click("#save-journey")
+    assert resp.value.status == 201, resp.value.text()
+    jid = resp.value.json()["id"]
+    expected = {
+        "name": "Renewal",
+        "entry": {"segment": {"profile": {"property": "renewal_date", "op": "exists"}}},
+        "start": "on-date",
+        "nodes": [
+            {"id": "on-date", "type": "delay", "until_property": "renewal_date",
+             "offset": {"days": 7, "before": True}, "next": "condition"},
+            {"id": "condition", "type": "condition", "did": {"event": "Opened App"},
+             "yes": "split", "no": "update-profile"},
+            {"id": "split", "type": "split", "branches": [{"percent": 60, "next": "send"},
+                                                          {"percent": 40, "next": "webhook"}]},
+            {"id": "send", "type": "send", "campaign_id": cid, "next": "delay"},
+            {"id": "delay", "type": "delay", "duration": {"hours": 2}, "next": "exit"},
+            {"id": "exit", "type": "exit"},
+            {"id": "webhook", "type": "webhook", "url": "https://hooks.example.com/renewal",
+             "next": "exit"},
+            {"id": "update-profile", "type": "update_profile", "set": {"churn_risk": True},
+             "next": "delay-2"},
+            {"id": "delay-2", "type": "delay", "until_time": "09:00", "next": "wait-event"},
+            {"id": "wait-event", "type": "wait_event", "event": "Charged",
+             "timeout": {"days": 3}, "on_event": "exit", "on_timeout": "exit"}],
+        "goal": {"event": "Renewed"},
+        "exit_when": [{"event": "Cancelled"}, {"event": "Uninstalled"}],
+        "reentry": {"mode": "after", "after": {"days": 30}, "max_entries": 3},
+        "max_users": 1000}
+    assert h.api(srv, "GET", f"/1/journeys/{jid}", ok=200).json()["definition"] == expected
+    # Reopened, the canvas draws it back from the stored definition.
+    page.reload()
+    expect(page.locator("g[data-node]")).to_have_count(10)
+    expect(page.locator("line[data-edge]")).to_have_count(12)
+    expect(page.get_by_label("Entry", exact=True)).to_have_value("date")

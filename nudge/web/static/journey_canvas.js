@@ -343,7 +343,7 @@
       ...text("Exit when any of these events happen (comma-separated)", events(def.exit_when), (v) => setOpt(def, "exit_when", eventList(v).length ? eventList(v) : undefined), {id: "j-exit"}));
     const r = def.reentry || {};
     panel.append(...choice("Re-entry", [["never", "Never: once per person"], ["after_exit", "Again after leaving"], ["after", "Again after a while"]], r.mode || "never",
-      (v) => { def.reentry = {...(def.reentry || {}), mode: v}; if (v !== "after") delete def.reentry.after; }));
+      (v) => { def.reentry = {...(def.reentry || {}), mode: v}; if (v === "after") def.reentry.after = def.reentry.after || {days: 1}; else delete def.reentry.after; }));
     if (r.mode === "after") panel.append(span("Re-enter after", r.after, (v) => setOpt(def.reentry, "after", v)));
     panel.append(...number("Most entries per person", r.max_entries, (v) => { def.reentry = {mode: "never", ...(def.reentry || {})}; setOpt(def.reentry, "max_entries", v); }, {min: "1", id: "j-max-entries"}),
       ...number("Most people in the journey (user limit)", def.max_users, (v) => setOpt(def, "max_users", v), {min: "1", id: "j-max-users"}));
@@ -371,9 +371,11 @@
   }
   const NODE_FIELDS = {
     send(n) {
-      if (!S.campaigns.length) { panel.append(h("p", {class: "muted"}, "Create the message as a campaign first (kind API: it is sent only by journeys and the API).")); return; }
+      const make = h("p", {class: "muted"}, "The message is a campaign (best of kind API: it goes out only from journeys and the API). ",
+        S.can_campaign ? h("a", {href: `${S.base}/campaigns/new?kind=api`, target: "_blank", rel: "noopener"}, "New message (opens the campaign wizard)") : null);
+      if (!S.campaigns.length) { panel.append(make); return; }
       panel.append(...choice("Message (a campaign: its channels, fallback, template and policy)", [["", "(choose)"], ...S.campaigns.map((c) => [c.id, `${c.name} — ${c.channels.join(" → ")} (${c.kind})`])],
-        n.campaign_id, (v) => setOpt(n, "campaign_id", v ? Number(v) : undefined)));
+        n.campaign_id, (v) => setOpt(n, "campaign_id", v ? Number(v) : undefined)), make);
     },
     delay(n) {
       const kind = n.until_time !== undefined ? "until_time" : n.until_property !== undefined ? "until_property" : "duration";
