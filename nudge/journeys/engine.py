@@ -25,6 +25,7 @@ re-running one after a crash sets the same values again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -100,7 +101,7 @@ class JourneyEngine:
         self._changed_lock = threading.Lock()
         self.stopping = False
         self.steps_run = 0
-        self.steps_planned = 0  # including plans dropped at commit (an event moved the entry)
+        self.steps_planned = 0  # steps of committed batches incl. plans dropped at commit
         self.owner = leases.new_owner()
 
     # -- definitions ---------------------------------------------------------------------------
@@ -256,7 +257,14 @@ class JourneyEngine:
                                 self.settings.journey_lease_s)
             if not rows:
                 return total
-            total += self._run_batch(rows)
+            try:
+                total += self._run_batch(rows)
+            except Exception:
+                # Give the claims back at once (else they block these entries until they
+                # lapse); the batch is retried by the next tick.
+                with contextlib.suppress(Exception), self.engine.begin() as conn:
+                    leases.release(conn, self.owner, [r.id for r in rows])
+                raise
             if len(rows) < batch:
                 return total
         return total
@@ -270,7 +278,7 @@ class JourneyEngine:
             runner.plan(p)
         runner.sends(plans)
         runner.write_profiles(plans)
-        self.steps_planned += sum(len(p.steps) for p in plans)
+        planned = sum(len(p.steps) for p in plans)
         with self.lock, self.engine.begin() as conn:
             # An event (in any process) may have moved an entry since it was claimed: only
             # plans whose entry is still at the same step are applied (compare-and-set on
@@ -285,6 +293,7 @@ class JourneyEngine:
             if plans:
                 conn.execute(E.update().where(E.c.id == sa.bindparam("eid")),
                              [{"eid": p.entry.id, **p.state} for p in plans])
+        self.steps_planned += planned  # committed batches only, incl. plans dropped by CAS
         if any(p.outbox for p in plans):
             self.engage.notify()
         n = sum(len(p.steps) for p in plans)

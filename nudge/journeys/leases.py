@@ -73,10 +73,16 @@ def claim(engine: Engine, owner: str, live: set[int], now: float, limit: int,
             where=sa.or_(L.c.expires_at < now, L.c.owner == owner))
         conn.execute(stmt, [{"entry_id": i, "owner": owner, "expires_at": now + lease_s}
                             for i in ids])
-        return list(conn.execute(
+        rows = list(conn.execute(
             sa.select(E).join(L, L.c.entry_id == E.c.id)
             .where(L.c.owner == owner, E.c.id.in_(ids), E.c.status == "active",
                    E.c.due_at <= now).order_by(E.c.due_at)))
+        # Entries another engine advanced between the candidate read and the upsert are
+        # not ours to run: drop those claims now rather than leave them to lapse.
+        stale = sorted(set(ids) - {r.id for r in rows})
+        if stale:
+            release(conn, owner, stale)
+        return rows
 
 
 def release(conn: Connection, owner: str, entry_ids: list[int]) -> None:

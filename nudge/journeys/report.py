@@ -5,6 +5,7 @@ Exact, read from ``journey_entries`` and ``journey_steps``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -63,6 +64,15 @@ def user_path(engine: Engine, journey_id: int, user_id: int) -> list[dict[str, A
                         "due_at": en.due_at, "entered_at": en.entered_at,
                         "exited_at": en.exited_at, "exit_reason": en.exit_reason,
                         "converted_at": en.converted_at,
+                        "occurrence": _occurrence(en.context),
                         "steps": [{"node": s.node, "outcome": s.outcome, "at": s.at}
                                   for s in steps]})
     return out
+
+
+def _occurrence(context: str | None) -> str | None:
+    """A date-property entry's occurrence (the shifted date), else None."""
+    if not context or "$occurrence" not in context:
+        return None
+    v = json.loads(context).get("$occurrence")
+    return str(v) if v is not None else None

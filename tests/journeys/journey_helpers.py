@@ -22,11 +22,16 @@ from nudge.config import load_settings
 
 
 class LocalServer:
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None,
+                 account: tuple[str, str] | None = None) -> None:
+        """A server on ``tmp``; ``account`` (id, passcode) reuses an account created by an
+        earlier server on the same directory (a restart)."""
         from nudge.api.app import create_app
 
-        acct = json.loads(nudge_cli(tmp, "accounts", "create", "test", "--json"))
-        self.account_id, self.passcode = acct["id"], acct["passcode"]
+        if account is None:
+            acct = json.loads(nudge_cli(tmp, "accounts", "create", "test", "--json"))
+            account = acct["id"], acct["passcode"]
+        self.account_id, self.passcode = account
         self.port = free_port()
         # Provider servers listen on 127.0.0.1: the SSRF guard's opt-in, as for every test server.
         self.settings = load_settings(env={"NUDGE_ENGAGE_ALLOW_PRIVATE_NETWORKS": "true",
@@ -60,10 +65,11 @@ class LocalServer:
         return httpx.post(self.url + "/1/upload", json={"d": records}, headers=self.headers,
                           **kw)
 
-    def stop(self) -> None:
+    def stop(self, keep_clock: bool = False) -> None:
         self.server.should_exit = True
         self.thread.join(30)
-        clock.offset = 0.0
+        if not keep_clock:
+            clock.offset = 0.0
 
     @property
     def journeys(self) -> Any:
@@ -73,6 +79,11 @@ class LocalServer:
 def advance(seconds: float) -> None:
     """Move the one clock forward."""
     clock.offset += seconds
+
+
+def set_clock(at: float) -> None:
+    """Put the one clock at epoch ``at`` (it runs on from there)."""
+    clock.offset = at - time.time()
 
 
 def event(identity: str, name: str, props: dict[str, Any] | None = None) -> dict[str, Any]:

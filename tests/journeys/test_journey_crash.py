@@ -20,7 +20,8 @@ from tests.engage import engage_helpers as h
 N = int(os.environ.get("NUDGE_TEST_JOURNEY_CRASH_USERS", "5000"))
 ENV = {"NUDGE_ENGAGE_POLL_MS": "50", "NUDGE_ENGAGE_LEASE_S": "20",
        "NUDGE_JOURNEY_POLL_MS": "100", "NUDGE_JOURNEY_SEGMENT_POLL_S": "1",
-       "NUDGE_JOURNEY_ENTRY_BATCH": "1000", "NUDGE_JOURNEY_STEP_BATCH": "500"}
+       "NUDGE_JOURNEY_ENTRY_BATCH": "1000", "NUDGE_JOURNEY_STEP_BATCH": "500",
+       "NUDGE_JOURNEY_LEASE_S": "5"}
 PATHS = {"branch 0": ["s", "w0", "d0", "x"], "branch 1": ["s", "d1", "w1", "u1", "x"],
          "branch 2": ["s", "e2", "w2", "x"]}
 

@@ -1,0 +1,251 @@
+"""Live segment entry, condition splits, and several engines on one control store, on an
+in-process server (real HTTP, real DuckDB and SQLite files).
+
+- a person whose event or profile change puts them in a journey's entry segment enters
+  at once: the reconciliation poll is set to an hour, so only the live path can enter them;
+- condition splits on a profile property and on "did E (with property filters, at least N
+  times) since entry";
+- engines sharing the control store claim disjoint entries: every step is planned by
+  exactly one of them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from nudge.clock import clock
+from nudge.journeys import leases
+from nudge.journeys.engine import JourneyEngine
+from nudge.journeys.model import JourneyBuilder
+from nudge.store import control
+from tests.engage import engage_helpers as h
+from tests.journeys.journey_helpers import LocalServer, advance, event
+
+ENV = {"NUDGE_JOURNEY_POLL_MS": "50", "NUDGE_JOURNEY_SEGMENT_POLL_S": "3600",
+       "NUDGE_JOURNEY_STEP_BATCH": "100"}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    s = LocalServer(tmp_path_factory.mktemp("nudge"), ENV)
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def publish(srv: LocalServer, body: dict[str, Any]) -> int:
+    jid = int(h.api(srv, "POST", "/1/journeys", body, ok=201).json()["id"])
+    h.api(srv, "POST", f"/1/journeys/{jid}/publish", ok=200)
+    return jid
+
+
+def entries(srv: LocalServer, jid: int, identity: str) -> list[dict[str, Any]]:
+    return h.api(srv, "GET", f"/1/journeys/{jid}/users", params={"identity": identity},
+                 ok=200).json()["entries"]
+
+
+def holding(segment: dict[str, Any], name: str) -> dict[str, Any]:
+    """A segment-entry journey that keeps people at a long delay (so they stay visible)."""
+    return (JourneyBuilder(name).start("hold").delay("hold", "x", duration={"days": 7})
+            .exit("x").to_json() | {"entry": {"segment": segment}})
+
+
+def test_an_event_that_qualifies_a_person_enters_them_live(srv: LocalServer) -> None:
+    h.profiles(srv, [{"identity": i} for i in ("big", "small", "other")])
+    jid = publish(srv, holding({"did": {"event": "Purchased", "where": [
+        {"property": "amount", "op": "gte", "value": 100}]}}, "Big spenders"))
+    # Nobody qualifies yet; the hourly reconciliation has run once at most (at start).
+    assert srv.upload([event("big", "Purchased", {"amount": 250}),
+                       event("small", "Purchased", {"amount": 20}),
+                       event("other", "Viewed", {"amount": 500})]).status_code == 200
+    got = h.wait_for(lambda: entries(srv, jid, "big"), timeout=30,
+                     what="the qualifying event enters its person")
+    assert len(got) == 1 and got[0]["node"] == "hold"
+    assert entries(srv, jid, "small") == [] and entries(srv, jid, "other") == []
+    # A second qualifying event does not enter again (one entry at a time, never re-enter).
+    assert srv.upload([event("big", "Purchased", {"amount": 300}),
+                       event("small", "Purchased", {"amount": 120})]).status_code == 200
+    h.wait_for(lambda: entries(srv, jid, "small"), timeout=30, what="small now qualifies")
+    assert len(entries(srv, jid, "big")) == 1
+
+
+def test_a_profile_change_that_qualifies_a_person_enters_them_live(srv: LocalServer) -> None:
+    h.profiles(srv, [{"identity": "p1", "plan": "free"}, {"identity": "p2", "plan": "free"}])
+    jid = publish(srv, holding({"profile": {"property": "plan", "op": "eq", "value": "gold"}},
+                               "Gold onboarding"))
+    h.profiles(srv, [{"identity": "p1", "plan": "gold"}])
+    h.wait_for(lambda: entries(srv, jid, "p1"), timeout=30,
+               what="the profile change enters its person")
+    assert entries(srv, jid, "p2") == []
+
+
+def test_many_people_changed_at_once_use_one_set_query(srv: LocalServer) -> None:
+    ids = [f"bulk{i}" for i in range(300)]  # more than the single-user test threshold
+    jid = publish(srv, holding({"profile": {"property": "tier", "op": "eq", "value": "vip"}},
+                               "Bulk VIP"))
+    h.profiles(srv, [{"identity": p, "tier": "vip" if i % 3 == 0 else "std"}
+                     for i, p in enumerate(ids)])
+
+    def count() -> int:
+        return int(h.api(srv, "GET", f"/1/journeys/{jid}/report", ok=200).json()["entered"])
+
+    h.wait_for(lambda: count() == 100, timeout=60, what="the 100 VIPs entered")
+    assert all(len(entries(srv, jid, p)) == (1 if i % 3 == 0 else 0)
+               for i, p in enumerate(ids) if i < 30)
+
+
+def branch_journey() -> dict[str, Any]:
+    return (JourneyBuilder("Conditions").on_api().start("wait")
+            .delay("wait", "big", duration={"hours": 1})
+            .condition("big", yes="gold", no="gold", did={
+                "event": "Purchased", "count": 2,
+                "where": [{"property": "amount", "op": "gte", "value": 100}]})
+            .condition("gold", yes="x", no="x",
+                       profile={"property": "plan", "op": "eq", "value": "gold"})
+            .exit("x").to_json())
+
+
+def test_condition_splits_on_did_with_filters_and_on_a_profile_property(
+        srv: LocalServer) -> None:
+    people = {"twice_big": "gold", "once_big": "free", "twice_small": "gold", "none": "free"}
+    h.profiles(srv, [{"identity": p, "plan": plan} for p, plan in people.items()])
+    # Purchases before the entry do not count ("since entry").
+    assert srv.upload([event("once_big", "Purchased", {"amount": 500})]).status_code == 200
+    advance(5)
+    jid = publish(srv, branch_journey())
+    r = h.api(srv, "POST", f"/1/journeys/{jid}/enter",
+              {"to": [{"identity": p} for p in people]}, ok=202)
+    assert r.json()["entered"] == 4
+    advance(5)
+    evs = [event("twice_big", "Purchased", {"amount": 150}),
+           event("twice_big", "Purchased", {"amount": 900}),
+           event("once_big", "Purchased", {"amount": 700}),
+           event("twice_small", "Purchased", {"amount": 5}),
+           event("twice_small", "Purchased", {"amount": 9}),
+           event("none", "Viewed", {"amount": 1000})]
+    for i, e in enumerate(evs):
+        e["ts"] += i  # distinct events
+    assert srv.upload(evs).status_code == 200
+    advance(3601)
+    srv.journeys.wake()
+
+    def outcomes(p: str) -> dict[str, str]:
+        es = entries(srv, jid, p)
+        if not es or es[0]["status"] != "exited":
+            return {}
+        return {s["node"]: s["outcome"] for s in es[0]["steps"]}
+
+    got = {p: h.wait_for(lambda p=p: outcomes(p), timeout=60, what=f"{p} finished")  # type: ignore[misc]
+           for p in people}
+    assert {p: (o["big"], o["gold"]) for p, o in got.items()} == {
+        "twice_big": ("yes", "yes"), "once_big": ("no", "no"),
+        "twice_small": ("no", "yes"), "none": ("no", "no")}
+
+
+def test_bad_conditions_are_rejected_with_the_field(srv: LocalServer) -> None:
+    def body(cond: dict[str, Any]) -> dict[str, Any]:
+        return {**JourneyBuilder("c").on_api().start("c").exit("x").to_json(),
+                "nodes": [{"id": "c", "type": "condition", "yes": "x", "no": "x", **cond},
+                          {"id": "x", "type": "exit"}]}
+
+    for cond, field in [({"did": {"event": "E", "count": 0}}, "nodes[0].did.count"),
+                        ({"did": {"event": "E", "where": [{"property": "a", "op": "zz"}]}},
+                         "nodes[0].did.where[0].op"),
+                        ({"profile": {"property": "plan", "op": "nope"}},
+                         "nodes[0].profile.op"),
+                        ({"profile": {"property": "p", "op": "eq", "value": 1},
+                          "did": {"event": "E"}}, "nodes[0]")]:
+        r = h.api(srv, "POST", "/1/journeys/validate", body(cond))
+        assert r.status_code == 400 and r.json()["field"] == field, (cond, r.text)
+
+
+# -- several engines on one control store ----------------------------------------------------
+def test_claims_are_disjoint_and_lapse(srv: LocalServer) -> None:
+    jid = publish(srv, JourneyBuilder("claims").on_api().start("d")
+                  .delay("d", "x", duration={"minutes": 10}).exit("x").to_json())
+    ids = [f"cl{i}" for i in range(30)]
+    h.profiles(srv, [{"identity": p} for p in ids])
+    h.api(srv, "POST", f"/1/journeys/{jid}/enter", {"to": [{"identity": p} for p in ids]},
+          ok=202)
+    eng = srv.journeys.engine
+    E = control.journey_entries
+
+    def waiting() -> int:
+        with eng.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(
+                E.c.journey_id == jid, E.c.state == "delay")).scalar_one())
+
+    h.wait_for(lambda: waiting() == 30, what="everyone at the delay")
+    now = clock.now() + 601  # due for us, not yet for the server's own engine
+    a = leases.claim(eng, "engine-a", {jid}, now, 20, lease_s=30)
+    b = leases.claim(eng, "engine-b", {jid}, now, 20, lease_s=30)
+    assert len(a) == 20 and len(b) == 10
+    assert not {r.id for r in a} & {r.id for r in b}
+    assert leases.claim(eng, "engine-c", {jid}, now + 10, 50, lease_s=30) == []
+    # a's claims lapse (a crashed process): c takes them over; b's are still held.
+    c = leases.claim(eng, "engine-c", {jid}, now + 31, 50, lease_s=30)
+    assert {r.id for r in c} == {r.id for r in a} | {r.id for r in b}
+    with eng.begin() as conn:
+        leases.release(conn, "engine-c", [r.id for r in c])
+
+
+def test_two_engines_never_run_the_same_step(srv: LocalServer) -> None:
+    n = 600
+    jid = publish(srv, JourneyBuilder("two engines").on_api().start("d")
+                  .delay("d", "s", duration={"minutes": 30})
+                  .split("s", [(50, "x"), (50, "y")]).exit("x").exit("y").to_json())
+    ids = [f"te{i}" for i in range(n)]
+    h.profiles(srv, [{"identity": p} for p in ids])
+    for i in range(0, n, 200):
+        h.api(srv, "POST", f"/1/journeys/{jid}/enter",
+              {"to": [{"identity": p} for p in ids[i:i + 200]]}, ok=202)
+    eng = srv.journeys.engine
+    E, S = control.journey_entries, control.journey_steps
+
+    def q(stmt: Any) -> int:
+        with eng.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    steps = sa.select(sa.func.count()).select_from(S).where(S.c.journey_id == jid)
+    h.wait_for(lambda: q(sa.select(sa.func.count()).where(
+        E.c.journey_id == jid, E.c.state == "delay")) == n, what="everyone at the delay")
+    # Nothing is due now: each engine's planned-step counter only moves after the clock does.
+    others = [JourneyEngine(srv.app.state.engage) for _ in range(2)]
+    engines = [srv.journeys, *others]
+    before, steps_before = [e.steps_planned for e in engines], q(steps)
+    advance(1801)
+    srv.journeys.wake()
+    done = threading.Event()
+
+    errors: list[BaseException] = []
+
+    def run(e: JourneyEngine) -> None:
+        while not done.is_set():
+            try:
+                e.tick()
+            except Exception as exc:  # like the server's loop: a failed batch is retried
+                errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in others]
+    for t in threads:
+        t.start()
+    try:
+        h.wait_for(lambda: q(sa.select(sa.func.count()).where(
+            E.c.journey_id == jid, E.c.status == "exited")) == n, timeout=120,
+            what="everyone through")
+    finally:
+        done.set()
+        for t in threads:
+            t.join(60)
+    planned = [e.steps_planned - b for e, b in zip(engines, before, strict=True)]
+    # Every entry ran "elapsed" at d, a branch at s and the exit: 3 steps, each once, and
+    # each planned by exactly one engine (no engine planned a step another ran).
+    assert q(steps) - steps_before == 3 * n
+    assert sum(planned) == 3 * n, (planned, errors[:3])
+    assert q(sa.select(sa.func.count()).select_from(control.journey_leases)) == 0, errors[:3]
