@@ -24,6 +24,7 @@ from nudge.privacy.gdpr import Subject, erase_on_writer
 from nudge.query.analytics import hourly
 from nudge.query.analytics.buckets import Buckets
 from nudge.query.analytics.common import Report
+from nudge.query.analytics.dayparting import dayparting
 from nudge.query.analytics.rollup import Dim, EventFilter, aggregate, event_rows, user_range
 from nudge.query.analytics.trends import trends
 from nudge.store import user_sets
@@ -214,3 +215,31 @@ def test_zones_with_half_hour_offsets_read_rows(store: AccountStore) -> None:
         assert hourly.cube(cur, "A", b.slices(), {"count", "users"}, user_range(cur)) is None
         assert hourly.cube(cur, "A", Buckets("minute", TZ, OCT_30, OCT_30 + 7200).slices(),
                            {"count", "users"}, user_range(cur)) is None
+
+
+@pytest.mark.parametrize("lo, hi", [
+    (OCT_30 - 20 * DAY + 77, OCT_30 + 8 * DAY - 5),  # the fall-back change, unaligned ends
+    (MARCH_7 - 2 * DAY, MARCH_7 + 6 * DAY + 1800),  # spring forward
+])
+@pytest.mark.parametrize("measure", ["total", "unique_users"])
+def test_dayparting_from_sets_equals_dayparting_from_rows(
+        store: AccountStore, monkeypatch: pytest.MonkeyPatch, lo: float, hi: float,
+        measure: str) -> None:
+    report = Report.for_store(store, "America/New_York", now=float(MARCH_7 + 30 * DAY))
+    body = {"event": "A", "measure": measure, "from": lo, "to": hi}
+    with store.cursor() as cur:
+        cur.execute("BEGIN TRANSACTION")
+        assert hourly.grid(cur, "A", lo, hi, TZ, user_range(cur)) is not None
+        cur.execute("ROLLBACK")
+    from_sets = dayparting(report, body)
+    monkeypatch.setattr(hourly, "grid", lambda *args: None)  # the row path
+    from_rows = dayparting(report, body)
+    assert from_sets == from_rows
+    assert from_sets["total"] > 20
+    assert sum(map(sum, from_sets["values"])) >= from_sets["total"]
+
+
+def test_dayparting_in_a_half_hour_zone_reads_rows(store: AccountStore) -> None:
+    with store.cursor() as cur:
+        assert hourly.grid(cur, "A", OCT_30, OCT_30 + 5 * DAY, ZoneInfo("Asia/Kolkata"),
+                           user_range(cur)) is None

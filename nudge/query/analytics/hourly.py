@@ -1,4 +1,4 @@
-"""Trend cells (event counts and unique users per time bucket) from the hourly user sets.
+"""Trend and day-parting cells (event counts and unique users) from the hourly user sets.
 
 ``nudge/store/user_sets.py`` keeps, per (event, UTC hour) of the compacted events, the
 count and the roaring bitmap of users. A bucket whose boundaries fall on whole UTC hours —
@@ -10,14 +10,19 @@ of its hours' sets, plus the rows no set holds yet, read exactly from the table:
   not be on the hour).
 
 So the 30-day daily-unique trend reads 720 small sets and a few thousand rows instead of
-every event of the range (docs/benchmarks.md). Anything else — property, profile or segment
-filters, breakdowns, statistics of property values, minute buckets, half-hour zones, sets
-not current in this snapshot — returns None and is aggregated from the rows as before.
+every event of the range (docs/benchmarks.md); day-parting in the account's zone maps each
+UTC hour to its (weekday, hour) cell the same way. Anything else — property, profile or
+segment filters, breakdowns, statistics of property values, minute buckets, half-hour
+zones, users' own zones, sets not current in this snapshot — returns None and is
+aggregated from the rows as before.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 import duckdb
 import numpy as np
@@ -26,11 +31,53 @@ from pyroaring import BitMap
 from nudge.query.segments.compiler import to_ts
 from nudge.store import user_sets
 
+from .buckets import offset_periods
 from .rollup import Cell, Cube
 
 HOUR_S = 3_600
 US = 1_000_000
 STATS = {"count", "users"}
+# Cells of rows or of whole hours, from their epoch microseconds.
+CellOf = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Cells:
+    """Per cell: events and the set of their users."""
+
+    counts: np.ndarray
+    users: list[BitMap]
+
+
+def cells(cur: duckdb.DuckDBPyConnection, event: str, lo: float, hi: float, size: int,
+          cell_of: CellOf, users: tuple[int, int] | None) -> Cells | None:
+    """Counts and user sets of ``event``'s rows in [lo, hi) in ``size`` cells, a row's cell
+    being ``cell_of(µs)``, which must give every instant of a whole UTC hour the same cell;
+    None when the hourly sets cannot answer."""
+    if users is None or users[1] > user_sets.MAX_USER_ID:
+        return None
+    h0, h1 = math.ceil(lo / HOUR_S), math.floor(hi / HOUR_S)
+    if h1 <= h0 or not user_sets.current(cur):
+        return None
+    counts = np.zeros(size, dtype=np.int64)
+    parts: list[list[BitMap]] = [[] for _ in range(size)]
+    got = user_sets.read(cur, event, h0, h1)
+    if got:
+        at = cell_of(np.array([h for h, _, _ in got], dtype=np.int64) * HOUR_S * US).tolist()
+        for i, (_, n, bm) in zip(at, got, strict=True):
+            counts[i] += n
+            parts[i].append(bm)
+    t, u = _rows(cur, event, lo, hi, h0 * HOUR_S, h1 * HOUR_S)
+    if len(t):
+        idx = cell_of(t)
+        counts += np.bincount(idx, minlength=size)
+        order = np.argsort(idx, kind="stable")
+        bounds = np.searchsorted(idx[order], np.arange(size + 1))
+        for i in range(size):
+            a, b = bounds[i], bounds[i + 1]
+            if b > a:
+                parts[i].append(BitMap(memoryview(u[order[a:b]].astype(np.uint32))))
+    return Cells(counts, [BitMap.union(*p) if p else BitMap() for p in parts])
 
 
 def cube(cur: duckdb.DuckDBPyConnection, event: str, slices: list[tuple[float, float]] | None,
@@ -38,38 +85,55 @@ def cube(cur: duckdb.DuckDBPyConnection, event: str, slices: list[tuple[float, f
     """The cells of ``slices`` (bucket time ranges [a, b) in order, tiling the range) for
     ``event`` without filters, as ``rollup.aggregate`` returns them; None when the hourly
     sets cannot answer (the caller then reads rows)."""
-    if not slices or not stats <= STATS or users is None or users[1] > user_sets.MAX_USER_ID:
+    if not slices or not stats <= STATS or any(a % HOUR_S for a, _ in slices[1:]):
+        return None  # (a bucket boundary inside an hour)
+    starts = np.array([round(a * US) for a, _ in slices], dtype=np.int64)
+
+    def bucket(t: np.ndarray) -> np.ndarray:
+        # (max: a row at ``from`` rounded down to the µs)
+        return np.maximum(np.searchsorted(starts, t, side="right") - 1, 0)
+
+    got = cells(cur, event, slices[0][0], slices[-1][1], len(slices), bucket, users)
+    if got is None:
         return None
-    lo, hi = slices[0][0], slices[-1][1]
-    if any(a % HOUR_S for a, _ in slices[1:]):
-        return None  # a bucket boundary inside an hour
-    h0, h1 = math.ceil(lo / HOUR_S), math.floor(hi / HOUR_S)
-    if h1 <= h0 or not user_sets.current(cur):
+    out: Cube = {(i,): Cell(n, len(bm))
+                 for i, (n, bm) in enumerate(zip(got.counts.tolist(), got.users, strict=True))
+                 if n}
+    out[(None,)] = Cell(int(got.counts.sum()), len(BitMap.union(*got.users)))
+    return out
+
+
+def grid(cur: duckdb.DuckDBPyConnection, event: str, lo: float, hi: float, tz: ZoneInfo,
+         users: tuple[int, int] | None) -> Cube | None:
+    """Day-parting's cube — (weekday, hour of day) in ``tz``, with every subtotal — from
+    the hourly sets; None when they cannot answer (a zone offset or an offset change off
+    the whole hour)."""
+    periods = offset_periods(tz, lo, hi)
+    if any(p.offset % HOUR_S for p in periods) or any(p.start % HOUR_S for p in periods[1:]):
         return None
-    starts = np.array([a for a, _ in slices], dtype=np.float64)
-    counts = np.zeros(len(slices), dtype=np.int64)
-    sets: list[list[BitMap]] = [[] for _ in slices]
-    for hour, n, bm in user_sets.read(cur, event, h0, h1):
-        i = int(np.searchsorted(starts, hour * HOUR_S, side="right")) - 1
-        counts[i] += n
-        sets[i].append(bm)
-    t, u = _rows(cur, event, lo, hi, h0 * HOUR_S, h1 * HOUR_S)
-    if len(t):
-        idx = np.searchsorted(np.round(starts * US).astype(np.int64), t, side="right") - 1
-        idx = np.maximum(idx, 0)  # a row at ``from`` rounded to the µs
-        counts += np.bincount(idx, minlength=len(slices))
-        order = np.argsort(idx, kind="stable")
-        bounds = np.searchsorted(idx[order], np.arange(len(slices) + 1))
-        for i in range(len(slices)):
-            a, b = bounds[i], bounds[i + 1]
-            if b > a:
-                sets[i].append(BitMap(memoryview(u[order[a:b]].astype(np.uint32))))
+    starts = np.array([round(p.start * US) for p in periods], dtype=np.int64)
+    offsets = np.array([p.offset * US for p in periods], dtype=np.int64)
+
+    def weekday_hour(t: np.ndarray) -> np.ndarray:
+        off = offsets[np.maximum(np.searchsorted(starts, t, side="right") - 1, 0)]
+        lh = (t + off) // (HOUR_S * US)
+        return ((lh // 24 + 3) % 7) * 24 + lh % 24  # 1970-01-01 was a Thursday
+
+    got = cells(cur, event, lo, hi, 7 * 24, weekday_hour, users)
+    if got is None:
+        return None
+    counts, sets = got.counts.reshape(7, 24), got.users
     out: Cube = {}
-    union = [BitMap.union(*s) if s else BitMap() for s in sets]
-    for i, (n, bm) in enumerate(zip(counts.tolist(), union, strict=True)):
-        if n:
-            out[(i,)] = Cell(n, len(bm))
-    out[(None,)] = Cell(int(counts.sum()), len(BitMap.union(*union)) if union else 0)
+    for d in range(7):
+        for h in range(24):
+            if counts[d, h]:
+                out[(d, h)] = Cell(int(counts[d, h]), len(sets[d * 24 + h]))
+    days = [BitMap.union(*sets[d * 24:(d + 1) * 24]) for d in range(7)]
+    for d in range(7):
+        out[(d, None)] = Cell(int(counts[d].sum()), len(days[d]))
+    for h in range(24):
+        out[(None, h)] = Cell(int(counts[:, h].sum()), len(BitMap.union(*sets[h::24])))
+    out[(None, None)] = Cell(int(counts.sum()), len(BitMap.union(*days)))
     return out
 
 
