@@ -153,3 +153,63 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None) -> PatientS
                         extra_env or {})
     srv.start()
     return srv
+
+
+class InProcessServer:
+    """A real server (uvicorn over HTTP) in the test's own process, so the test can move
+    ``nudge.clock`` for the scheduler and workers; ``restart`` stops it and starts a new
+    app on the same data directory (the same account)."""
+
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+        import json
+
+        acct = json.loads(nudge_cli(tmp, "accounts", "create", "test", "--json"))
+        self.data_dir, self.account_id, self.passcode = tmp, acct["id"], acct["passcode"]
+        # Provider servers listen on 127.0.0.1: the SSRF guard's opt-in.
+        self.env = {"NUDGE_ENGAGE_ALLOW_PRIVATE_NETWORKS": "true", **(env or {})}
+        self.start()
+
+    def start(self) -> None:
+        import threading
+
+        import uvicorn
+
+        from nudge.api.app import create_app
+        from nudge.config import load_settings
+
+        self.port = free_port()
+        app = create_app(load_settings(env=dict(self.env), data_dir=self.data_dir))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", log_config=None))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: _ready(self.url), timeout=120, what="in-process server ready")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "in-process server did not stop"
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Nudge-Account-Id": self.account_id, "X-Nudge-Passcode": self.passcode}
+
+    def upload(self, records: list[dict[str, Any]], **kw: Any) -> httpx.Response:
+        kw.setdefault("timeout", 60)
+        return httpx.post(self.url + "/1/upload", json={"d": records}, headers=self.headers,
+                          **kw)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

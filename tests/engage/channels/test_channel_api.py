@@ -22,7 +22,11 @@ from nudge.engage.channels.inapp import InAppChannel
 from nudge.errors import NotFound
 from nudge.privacy.keys import Keyring, load_master_key
 from nudge.store import control
-from tests.engage.providers import TwilioServer, message
+from tests.engage.providers import (  # the autouse fixture: channels built here too
+    TwilioServer,
+    allow_private_networks,  # noqa: F401
+    message,
+)
 
 
 def directory_of(srv: NudgeServer) -> ChannelDirectory:
