@@ -46,21 +46,34 @@ def edges_of(node: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def layout(definition: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Top-left corner of each node: columns by breadth-first distance from ``start``, rows
-    in definition order; unreachable nodes go in a last column."""
+    """Top-left corner of each node: columns by the longest path from ``start`` (so every
+    forward edge points right and exits land at the end; edges that close a loop are left
+    out of the ranking), rows in definition order; unreachable nodes go in a last column."""
     nodes = {n["id"]: n for n in definition.get("nodes", []) if isinstance(n, dict) and "id" in n}
-    depth: dict[str, int] = {}
-    queue = [definition.get("start")]
-    if queue[0] in nodes:
-        depth[queue[0]] = 0  # type: ignore[index]
-    while queue:
-        cur = queue.pop(0)
-        if cur not in nodes:
-            continue
-        for _, nxt in edges_of(nodes[cur]):  # type: ignore[index]
-            if nxt in nodes and nxt not in depth:
-                depth[nxt] = depth[cur] + 1  # type: ignore[index]
-                queue.append(nxt)
+    order: list[str] = []  # reverse post-order of a depth-first walk = a topological order
+    state: dict[str, int] = {}  # 1 = on the walk's stack, 2 = done
+    back: set[tuple[str, str]] = set()
+    start = definition.get("start")
+    if start in nodes:
+        stack = [(start, iter(edges_of(nodes[start])))]
+        state[start] = 1
+        while stack:
+            cur, it = stack[-1]
+            nxt = next((t for _, t in it if t in nodes), None)
+            if nxt is None:
+                state[cur] = 2
+                order.append(cur)
+                stack.pop()
+            elif state.get(nxt) == 1:
+                back.add((cur, nxt))
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(edges_of(nodes[nxt]))))
+    depth = dict.fromkeys(order, 0)
+    for cur in reversed(order):
+        for _, nxt in edges_of(nodes[cur]):
+            if nxt in depth and (cur, nxt) not in back:
+                depth[nxt] = max(depth[nxt], depth[cur] + 1)
     last = max(depth.values(), default=-1) + 1
     rows: dict[int, int] = {}
     pos: dict[str, dict[str, int]] = {}

@@ -332,3 +332,25 @@ def test_every_node_type_and_setting_saves_as_the_api_definition(
     expect(page.locator("g[data-node]")).to_have_count(10)
     expect(page.locator("line[data-edge]")).to_have_count(12)
     expect(page.get_by_label("Entry", exact=True)).to_have_value("date")
+
+
+def test_layout_points_every_forward_edge_to_the_right() -> None:
+    """Columns by longest path: an exit reached both early and late sits after both; a loop
+    back does not push nodes right forever; unreachable nodes go last."""
+    from nudge.web.journeys import edges_of, layout
+
+    d = {"start": "wait", "nodes": [
+        {"id": "wait", "type": "wait_event", "on_event": "done", "on_timeout": "test"},
+        {"id": "test", "type": "split", "branches": [{"percent": 50, "next": "remind"},
+                                                     {"percent": 50, "next": "again"}]},
+        {"id": "remind", "type": "send", "campaign_id": 1, "next": "done"},
+        {"id": "again", "type": "delay", "duration": {"days": 1}, "next": "wait"},
+        {"id": "done", "type": "exit"}, {"id": "orphan", "type": "exit"}]}
+    pos = layout(d)
+    back = {("again", "wait")}
+    for n in d["nodes"]:
+        for _, t in edges_of(n):
+            if (n["id"], t) not in back:
+                assert pos[t]["x"] > pos[n["id"]]["x"], (n["id"], t)
+    assert pos["orphan"]["x"] > max(p["x"] for k, p in pos.items() if k != "orphan")
+    assert len({(p["x"], p["y"]) for p in pos.values()}) == len(pos)  # no two overlap
