@@ -35,6 +35,7 @@ bench: $(STAMP)
 screenshots: $(STAMP)
 	$(BIN)/python -m bench.dashboard_pages --users 20000 --events 500000 --shots-only
 	$(BIN)/python -m bench.dashboard_pages_analytics --users 20000 --events 500000
+	$(BIN)/python -m bench.dashboard_pages_journeys --users 20000 --events 500000
 
 clean:
 	rm -rf $(VENV) .pytest_cache
