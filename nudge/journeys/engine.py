@@ -41,6 +41,7 @@ from nudge.engage import outbox
 from nudge.engage.bus import _plain, matches
 from nudge.engage.directory import CampaignDirectory, spec_of
 from nudge.engage.expand import build_rows, segment_engine
+from nudge.engage.feed import EventFeed
 from nudge.errors import NotFound
 from nudge.ingest.records import Record
 from nudge.query.segments.model import Did, EventSpec, Window
@@ -95,7 +96,7 @@ class JourneyEngine:
         self._published: dict[str, tuple[float, list[Any]]] = {}
         self.tasks: list[asyncio.Task[Any]] = []
         self.kick: asyncio.Event | None = None
-        self.queue: asyncio.Queue[tuple[str, list[Any]]] | None = None
+        self.feed: EventFeed | None = None
         self.changed_kick: asyncio.Event | None = None
         self._changed: dict[str, set[int]] = {}
         self._changed_lock = threading.Lock()
@@ -324,9 +325,15 @@ class JourneyEngine:
             loop.call_soon_threadsafe(kick.set)
 
     def _on_commit(self, account_id: str, events: list[Any]) -> None:
-        if self.queue is not None:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, (account_id, events))
-            self._on_profiles(account_id, [e[0] for e in events])
+        """Whose events a commit stored (live segment entry; the events themselves reach
+        ``on_events`` through the durable feed)."""
+        self._on_profiles(account_id, [e[0] for e in events])
+
+    def _handle(self, account_id: str, events: list[Any]) -> int:
+        """The durable feed's handler: live batches and, after a crash, replayed ones
+        (idempotent: entry keys are message ids, exits and advances check the state)."""
+        self.on_events(account_id, events)
+        return len(events)
 
     def _on_profiles(self, account_id: str, uids: list[int]) -> None:
         """People whose events or profile a commit changed (live segment entry)."""
@@ -338,8 +345,13 @@ class JourneyEngine:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.kick = asyncio.Event()
-        self.queue = asyncio.Queue()
         self.changed_kick = asyncio.Event()
+        # Committed events through the engage feed (nudge/engage/feed.py): a watermark per
+        # account, replayed from the store at start, so events committed just before a
+        # crash still advance waiting users, convert and enter.
+        self.feed = EventFeed("journeys", self.engine, self.engage.stores, self._handle,
+                              wants=lambda a: bool(self.published(a)))
+        self.feed.attach()
         account_store.commit_subscribers.append(self._on_commit)
         account_store.profile_subscribers.append(self._on_profiles)
         self.tasks = [asyncio.create_task(self._ticks(), name="journey-ticks"),
@@ -350,6 +362,8 @@ class JourneyEngine:
 
     async def stop(self) -> None:
         self.stopping = True
+        if self.feed is not None:
+            self.feed.detach()
         if self._on_commit in account_store.commit_subscribers:
             account_store.commit_subscribers.remove(self._on_commit)
         if self._on_profiles in account_store.profile_subscribers:
@@ -357,6 +371,8 @@ class JourneyEngine:
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.feed is not None:
+            await asyncio.to_thread(self.feed.flush)
 
     async def _ticks(self) -> None:
         assert self.kick is not None
@@ -372,14 +388,8 @@ class JourneyEngine:
                 pass
 
     async def _events(self) -> None:
-        assert self.queue is not None
-        while True:
-            account_id, events = await self.queue.get()
-            try:
-                await asyncio.to_thread(self.on_events, account_id, events)
-            except Exception:
-                log.exception("journeys failed on %d events of account %s", len(events),
-                              account_id)
+        assert self.feed is not None
+        await self.feed.run()  # replays what was committed after the watermark, then live
 
     async def _live_segments(self) -> None:
         assert self.changed_kick is not None

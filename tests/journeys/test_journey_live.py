@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from nudge.clock import clock
 from nudge.journeys import leases
 from nudge.journeys.engine import JourneyEngine
 from nudge.journeys.model import JourneyBuilder
+from nudge.store import account as account_store
 from nudge.store import control
 from tests.engage import engage_helpers as h
 from tests.journeys.journey_helpers import LocalServer, advance, event
@@ -249,3 +251,50 @@ def test_two_engines_never_run_the_same_step(srv: LocalServer) -> None:
     assert q(steps) - steps_before == 3 * n
     assert sum(planned) == 3 * n, (planned, errors[:3])
     assert q(sa.select(sa.func.count()).select_from(control.journey_leases)) == 0, errors[:3]
+
+
+# -- durable event feed ----------------------------------------------------------------------
+def test_events_committed_before_a_crash_advance_waiting_users_after_restart(
+        tmp_path: Path) -> None:
+    """The process dies after the events are committed but before the journey engine saw
+    them (its feed subscriber is taken away, so it never does): the next process replays
+    them from the store past the journeys' watermark, and the waiting users move on."""
+    srv = LocalServer(tmp_path, ENV)
+    try:
+        jid = publish(srv, JourneyBuilder("replay").on_api().start("w")
+                      .wait_event("w", "Paid", {"hours": 1}, on_event="paid", on_timeout="late")
+                      .exit("paid").exit("late").goal("Upgraded").to_json())
+        ids = [f"rp{i}" for i in range(20)]
+        h.profiles(srv, [{"identity": p} for p in ids])
+        h.api(srv, "POST", f"/1/journeys/{jid}/enter", {"to": [{"identity": p} for p in ids]},
+              ok=202)
+        h.wait_for(lambda: all(entries(srv, jid, p)[0]["state"] == "wait" for p in ids),
+                   what="everyone waiting for Paid")
+        # One live event first, so the journeys' watermark is past everything before.
+        assert srv.upload([event("rp0", "Paid")]).status_code == 200
+        h.wait_for(lambda: entries(srv, jid, "rp0")[0]["status"] == "exited", what="rp0")
+        feed = srv.journeys.feed
+        h.wait_for(lambda: (feed.flush(), feed._stored)[1], what="the watermark stored")
+        account_store.commit_subscribers.remove(feed._on_commit)  # the crash, for journeys
+        assert srv.upload([event(p, "Paid") for p in ids[1:10]]
+                          + [event(p, "Upgraded") for p in ids[10:15]]).status_code == 200
+        assert all(entries(srv, jid, p)[0]["status"] == "active" for p in ids[1:])
+        account = (srv.account_id, srv.passcode)
+    finally:
+        srv.stop(keep_clock=True)
+    srv = LocalServer(tmp_path, ENV, account=account)
+    try:
+        def reasons() -> dict[str, str | None]:
+            return {p: entries(srv, jid, p)[0]["exit_reason"] for p in ids}
+
+        h.wait_for(lambda: sum(r is not None for r in reasons().values()) == 15, timeout=60,
+                   what="the replayed events acted on")
+        got = reasons()
+        assert all(got[p] == "completed" for p in ids[:10])  # via on_event -> exit "paid"
+        assert all(got[p] == "converted" for p in ids[10:15])
+        assert all(got[p] is None for p in ids[15:])  # still waiting: no event for them
+        assert all([s["outcome"] for s in entries(srv, jid, p)[0]["steps"]] == ["event", "exit"]
+                   for p in ids[:10])
+        assert srv.journeys.feed.replayed >= 14
+    finally:
+        srv.stop()
