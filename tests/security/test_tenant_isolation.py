@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,11 @@ B_OWNER = "owner@b-example.com"
 NONE_IDENTITY = "no-such-person-0000"
 NONE_ID = "987654"
 PASSWORD = "correct horse battery staple 42"  # noqa: S105 - test users only
+B_BOARD = "B-board-5e1f"
+# Strings only B's objects hold: none may appear in any answer to A.
+B_MARKERS = {"journey": "B-journey-9d2e", "goal": "B-goal-77ab", "inbox": "B-inbox-title-3c8f",
+             "webhook": "hooks.b-secret-4a1b.example", "smtp": "smtp.b-secret-6f0c.example",
+             "board item": "B-board-item-0b7d"}
 
 
 @dataclass
@@ -88,7 +94,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         b_key_prefix = r.json()["key"]["prefix"]
         _create_user(srv.data_dir, B_OWNER, b["id"])
         _create_user(srv.data_dir, "owner@a-example.com", srv.account_id)
-        b_session, _ = _owner_session(srv, B_OWNER, b["id"])
+        b_session, b_csrf = _owner_session(srv, B_OWNER, b["id"])
         users = b_session.get("/1/users").json()["users"]
         ids["user_id"] = str(users[0]["id"])
         r = httpx.post(srv.url + "/1/campaigns", headers=bh, json={
@@ -98,13 +104,68 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert r.status_code == 201, r.text
         body = r.json()
         ids["campaign_id"] = str(body.get("campaign", body).get("id"))
+        ids.update(_more_b_objects(srv, bh, b["id"]))
+        r = b_session.post(f"/ui/{b['id']}/boards", headers={"X-CSRF-Token": b_csrf}, data={
+            "kind": "funnels", "board": B_BOARD, "title": B_MARKERS["board item"],
+            "body": json.dumps({"steps": [{"event": "Charged"}, {"event": "Charged"}],
+                                "window": {"days": 3}, "from": "2026-01-01",
+                                "to": "2026-02-01"})})
+        assert r.status_code == 200 and B_BOARD in r.text, re.findall(r"error[^<]{0,200}",
+                                                                      r.text)
         a_session, a_csrf = _owner_session(srv, "owner@a-example.com", srv.account_id)
         yield World(srv, b["id"], b["passcode"], ids, a_session, a_csrf, b_key_prefix)
     finally:
         srv.stop()
 
 
-def _operations(srv: NudgeServer) -> list[tuple[str, str, list[str]]]:
+def _more_b_objects(srv: NudgeServer, bh: dict[str, str], b_id: str) -> dict[str, str]:
+    """One real object of every other kind in B, made through the API as B makes them."""
+    def api(method: str, path: str, body: Any = None, ok: int = 200, **kw: Any) -> Any:
+        r = httpx.request(method, srv.url + path, headers=bh, json=body, timeout=60, **kw)
+        assert r.status_code == ok, (path, r.status_code, r.text)
+        return r.json()
+
+    ids = {"account_id": b_id, "version": "1", "board": B_BOARD}
+    ids["person_id"] = str(api("GET", "/1/profile", params={"identity": B_IDENTITY})
+                           ["profile"]["id"])
+    ids["journey_id"] = str(api("POST", "/1/journeys", {
+        "name": B_MARKERS["journey"], "entry": {"event": "Charged"}, "start": "done",
+        "nodes": [{"id": "done", "type": "exit"}]}, ok=201)["id"])
+    ids["goal_id"] = str(api("POST", "/1/predict/goals", {
+        "name": B_MARKERS["goal"], "event": "Charged", "horizon_days": 14}, ok=201)["id"])
+    ids["webhook_id"] = str(api("POST", "/1/webhooks", {
+        "url": f"https://{B_MARKERS['webhook']}/hook", "event": "Charged"}, ok=201)["id"])
+    api("PUT", "/1/channels/email", {"provider": "smtp", "host": B_MARKERS["smtp"],
+                                     "port": 25, "security": "none",
+                                     "from": "news@b-example.com"})
+    inapp = api("POST", "/1/campaigns", {
+        "name": "B in-app", "kind": "api", "channels": ["inapp"],
+        "content": {"inapp": {"title": B_MARKERS["inbox"], "body": "for B only"}}}, ok=201)
+    api("POST", f"/1/campaigns/{inapp['id']}/send")
+    api("POST", "/1/send", {"campaign_id": inapp["id"], "to": [{"identity": B_IDENTITY}],
+                            "request_id": "b-inbox-1"}, ok=202)
+    email = api("POST", "/1/campaigns", {
+        "name": "B email", "kind": "api", "channels": ["email"],
+        "content": {"email": {"subject": "hi", "text": "hello"}}}, ok=201)
+    api("POST", f"/1/campaigns/{email['id']}/send")
+    api("POST", "/1/send", {"campaign_id": email["id"], "to": [{"identity": B_IDENTITY}],
+                            "request_id": "b-email-1"}, ok=202)
+    deadline = time.monotonic() + 60
+    while True:
+        inbox = api("GET", "/1/inbox", params={"identity": B_IDENTITY})["messages"]
+        outbox = api("GET", "/1/outbox")["messages"]
+        if inbox and outbox:
+            break
+        assert time.monotonic() < deadline, (inbox, outbox)
+        time.sleep(0.2)
+    ids["inbox_message_id"] = str(inbox[0]["id"])
+    ids["outbox_message_id"] = str(outbox[0]["id"])
+    ids["request_id"] = api("POST", "/1/gdpr/access",
+                            {"subjects": [{"identity": B_IDENTITY}]})["request_id"]
+    return ids
+
+
+def _operations(srv: NudgeServer) -> list[tuple[str, str, list[str], bool]]:
     spec = httpx.get(srv.url + "/openapi.json").json()
     ops = []
     for path, methods in spec["paths"].items():
@@ -115,15 +176,35 @@ def _operations(srv: NudgeServer) -> list[tuple[str, str, list[str]]]:
             if path.endswith("/stream") or m not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
                 continue  # an event stream of A's own data never ends
             params = [p["name"] for p in op.get("parameters", []) if p["in"] == "path"]
-            ops.append((m, path, params))
+            ops.append((m, path, params, False))
+            if "account_id" in params:
+                # A's own dashboard with B's object ids in the rest of the path.
+                ops.append((m, path, params, True))
     return ops
 
 
-def _fill(path: str, params: list[str], ids: dict[str, str], real: bool) -> str:
+def _fill(path: str, params: list[str], ids: dict[str, str], real: bool,
+          own: str | None = None) -> str:
+    """The path with B's real ids (``real``) or ids that exist nowhere. A parameter of a
+    kind the world has no real object for fails the test: add one to the fixture."""
     for name in params:
-        value = ids.get(name, "1") if real else NONE_ID
-        if name == "channel":
-            value = "email"
+        key = name
+        if name == "user_id" and "/people/" in path:
+            key = "person_id"  # a profile, not a dashboard user
+        elif name == "message_id":
+            key = "outbox_message_id" if path.startswith("/1/outbox") else "inbox_message_id"
+        if name == "account_id" and own:
+            value = own  # A's own account, B's ids in the rest of the path
+        elif name == "channel":
+            value = "email"  # configured in B; a name, the same in both calls
+        elif name == "kind":
+            value = "trends"  # a report kind, not an object
+        elif real:
+            assert key in ids, f"no real B object for {{{name}}} in {path}: add one"
+            value = ids[key]
+        else:
+            value = {"account_id": "nosuchacct00", "request_id": "0" * 32,
+                     "board": "no-such-board", "inbox_message_id": "0" * 32}.get(key, NONE_ID)
         path = path.replace("{" + name + "}", value)
     return path
 
@@ -162,21 +243,24 @@ def test_account_a_cannot_reach_account_b_objects(world: World, who: str) -> Non
     problems = []
     ops = _operations(world.srv)
     assert len(ops) > 40  # the sweep covers the whole API, not a sample
-    for method, path, params in ops:
+    for method, path, params, own in ops:
+        a_id = world.srv.account_id if own else None
         # B's real object vs an object that does not exist, with A's credentials.
-        real = _call(world, who, method, _fill(path, params, world.b_ids, True), B_IDENTITY,
+        real = _call(world, who, method, _fill(path, params, world.b_ids, True, a_id),
+                     B_IDENTITY,
                      _body(B_IDENTITY, world.b_ids, True) if method != "GET" else None)
-        fake = _call(world, who, method, _fill(path, params, world.b_ids, False),
+        fake = _call(world, who, method, _fill(path, params, world.b_ids, False, a_id),
                      NONE_IDENTITY,
                      _body(NONE_IDENTITY, world.b_ids, False) if method != "GET" else None)
         if real.status_code >= 500:
             problems.append(f"{method} {path}: {real.status_code} {real.text[:120]}")
+        path = path + (" (A's own account)" if own else "")
         if real.status_code != fake.status_code or (
                 _normalize(real.text) != _normalize(fake.text)):
             problems.append(f"{method} {path}: B's id -> {real.status_code} {real.text[:150]!r}"
                             f" but unknown id -> {fake.status_code} {fake.text[:150]!r}")
-        leaked = [m for m in (B_EMAIL, B_SEGMENT, B_OWNER, world.b_key_prefix, "B Person")
-                  if m in real.text]
+        leaked = [m for m in (B_EMAIL, B_SEGMENT, B_OWNER, world.b_key_prefix, "B Person",
+                              *B_MARKERS.values()) if m in real.text]
         if leaked:
             problems.append(f"{method} {path}: response shows B's {leaked}")
     assert not problems, "\n".join(problems)
