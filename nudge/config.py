@@ -41,7 +41,7 @@ class Settings:
     # together (0: never merge), rows moved per writer step, and under load at most
     # 1 / (1 + ratio) of the writer's time spent merging.
     merge_fanout: int = 4
-    merge_step_rows: int = 100_000
+    merge_step_rows: int = 250_000
     merge_busy_ratio: int = 3
     max_typed_columns: int = 400
     duckdb_memory_limit: str = ""  # empty: DuckDB's default (80% of RAM)
