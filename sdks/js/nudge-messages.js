@@ -111,6 +111,20 @@
       }, { messageId: `${channel || 'inapp'}-${stage}-${item.id}` });
     }
 
+    // A message seen (shown in-app or listed in the inbox widget) requests its signed open
+    // URL once per page: the campaign report counts the open and the profile gets a Message
+    // Opened event (both once per message, server-side). Sent to the SDK's host: the URL's
+    // path and signature are what count, whatever public URL the server has.
+    const opened = new Set();
+    function recordOpen(item) {
+      const u = (item.content || {}).open_url;
+      if (!u || opened.has(item.id) || nudge.isOptedOut()) return;
+      opened.add(item.id);
+      const p = new URL(u, cfg().host);
+      root.fetch(cfg().host + p.pathname + p.search, { mode: 'no-cors', credentials: 'omit' })
+        .catch(() => opened.delete(item.id));
+    }
+
     function setUserHash(hash) {
       if (typeof hash !== 'string' || !/^[0-9a-fA-F]{64}$/.test(hash)) {
         throw new TypeError('nudge: userHash must be the hex HMAC-SHA256 of the user id');
@@ -216,6 +230,7 @@
       doc.body.appendChild(box);
       showing = item;
       report('viewed', item);
+      recordOpen(item);
       if (inappOptions.onShow) inappOptions.onShow(item, box);
     }
 
@@ -290,6 +305,7 @@
           const c = item.content || {};
           const li = el('li', item.read ? 'nudge-item' : 'nudge-item nudge-unread');
           li.dataset.nudgeId = item.id;
+          recordOpen(item);
           li.appendChild(el('strong', 'nudge-title', c.title || ''));
           if (c.body) li.appendChild(el('p', 'nudge-body', c.body));
           const time = el('time', 'nudge-time', new Date(item.created_at * 1000).toLocaleString());

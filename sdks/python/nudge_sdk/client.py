@@ -8,10 +8,13 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
 
 from nudge_sdk import records
 from nudge_sdk.errors import NO_RESPONSE, Reason, RecordError
@@ -178,6 +181,46 @@ class Client:
                              "give at least one (use profile() to update properties only)")
         return self.profile(identity, properties, object_id=object_id, email=email,
                             phone=phone, ts=ts, msg_id=msg_id)
+
+    def inbox(self, identity: str | int, *, limit: int = 20, before: int | None = None,
+              unread_only: bool = False) -> dict[str, Any]:
+        """The user's in-app inbox, newest first: ``{"messages", "unread", "next"}`` (pass
+        ``next`` as ``before`` for the following page). Read with the passcode, so call it
+        from your server (apps read their own inbox with the write key and a user hash).
+
+        Raises :class:`httpx.HTTPStatusError` when the server refuses (e.g. 400, 401).
+        """
+        params = {"identity": str(identity), "limit": str(limit)}
+        if before is not None:
+            params["before"] = str(before)
+        if unread_only:
+            params["unread_only"] = "true"
+        r = self._transport.get("/1/inbox", params)
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+    def record_open(self, message: Mapping[str, Any]) -> bool:
+        """Record that the user saw ``message`` — an inbox or in-app message from
+        :meth:`inbox`, or a push payload — by requesting its signed open URL
+        (``content.open_url``, or ``open_url`` at the top level of a push payload). The
+        campaign report counts the open and the profile gets a ``Message Opened`` event, each
+        once per message however often this is called. Returns whether the server accepted
+        it. The URL's path and signature are sent to this client's ``host``.
+        """
+        content = message.get("content")
+        url = (content.get("open_url") if isinstance(content, Mapping) else None) or \
+            message.get("open_url")
+        if not isinstance(url, str) or "/1/t/o/" not in url:
+            raise ValueError("the message has no open_url (only push and in-app messages "
+                             "carry one)")
+        parts = urlsplit(url)
+        path = parts.path[parts.path.index("/1/t/o/"):]
+        params = dict(parse_qsl(parts.query))
+        try:
+            return self._transport.get(path, params).status_code == 200
+        except httpx.HTTPError as exc:
+            logger.warning("nudge: could not record an open: %s", exc)
+            return False
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything queued so far and wait until it was sent or failed.

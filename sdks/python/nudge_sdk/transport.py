@@ -87,7 +87,8 @@ class Transport:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self._url = host.rstrip("/") + UPLOAD_PATH
+        self._host = host.rstrip("/")
+        self._url = self._host + UPLOAD_PATH
         self._gzip = gzip
         self._retry = retry or RetryPolicy()
         self._http = httpx.Client(
@@ -102,6 +103,10 @@ class Transport:
 
     def close(self) -> None:
         self._http.close()
+
+    def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
+        """One GET of ``path`` on the server (not retried: the caller decides)."""
+        return self._http.get(self._host + path, params=params)
 
     def upload(self, body: bytes, abort: threading.Event | None = None) -> UploadResult:
         """Send one ``{"d": [...]}`` body, retrying transient failures.
