@@ -4,7 +4,8 @@ Layout of a backup directory::
 
     manifest.json                  what is inside: accounts, row counts and checksums,
                                    the id of the master key it needs (never the key)
-    control.db.enc                 the SQLite control store (online backup API), encrypted
+    control.db.enc                 the control store as a SQLite file (SQLite: online backup
+                                   API; PostgreSQL: a logical copy of one snapshot), encrypted
                                    with AES-256-GCM under a key derived from the master key
     accounts/<id>/events.duckdb    each account database, copied byte for byte: it is
                                    already encrypted by DuckDB with the account's data key
@@ -20,8 +21,9 @@ Restore refuses a non-empty data directory, checks the master key before writing
 account's row counts and checksums against the manifest by opening it with the restored
 keys.
 
-PostgreSQL control stores are not copied (use ``pg_dump``; docs/privacy.md): ``backup``
-refuses with that message unless ``--skip-control`` is given.
+A PostgreSQL control store is copied logically (every table of ``nudge.store.control``, in
+one snapshot transaction) into the same encrypted SQLite file; ``restore`` writes it back
+into SQLite or into an empty PostgreSQL database, whichever ``NUDGE_CONTROL_URL`` names.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
@@ -47,6 +50,7 @@ from nudge.config import Settings
 from nudge.errors import NudgeError
 from nudge.privacy import storage
 from nudge.privacy.keys import Keyring, master_key_id
+from nudge.store import control
 from nudge.store.account import AccountStore
 
 FORMAT = "nudge-backup-1"
@@ -125,10 +129,78 @@ def decrypt_file(src: Path, dst: Path, key: bytes) -> None:
 
 # -- backup ------------------------------------------------------------------------------------
 
+def _copy_control(url: str, dst: Path) -> dict[str, int]:
+    """Copy the control store into the SQLite file ``dst``; returns rows per table.
+
+    SQLite: the online backup API. PostgreSQL: a logical copy of every table of
+    ``nudge.store.control`` in one REPEATABLE READ, READ ONLY transaction — one snapshot, so
+    as consistent as ``pg_dump`` while the server writes — into a SQLite file of the same
+    schema (which is what a backup holds and ``restore`` reads, for either database).
+    """
+    if url.startswith("sqlite:///"):
+        _copy_sqlite(url, dst)
+        return {}
+    if not url.startswith("postgresql"):
+        raise BackupError(f"cannot back up a control store at {url.split(':', 1)[0]}: "
+                          "SQLite and PostgreSQL are supported")
+    src = sa.create_engine(url)
+    out = sa.create_engine(f"sqlite:///{dst}")
+    try:
+        control.metadata.create_all(out)
+        with src.connect().execution_options(isolation_level="REPEATABLE READ") as s_conn, \
+                out.begin() as d_conn:
+            with s_conn.begin():
+                s_conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                return copy_tables(s_conn, d_conn)
+    finally:
+        src.dispose()
+        out.dispose()
+
+
+def copy_tables(src: sa.Connection, dst: sa.Connection, batch: int = 5000) -> dict[str, int]:
+    """Copy every control-store table's rows from ``src`` to ``dst`` (parents first)."""
+    counts = {}
+    for table in control.metadata.sorted_tables:
+        n = 0
+        result = src.execution_options(yield_per=batch).execute(
+            sa.select(table).order_by(*table.primary_key.columns))
+        for part in result.mappings().partitions(batch):
+            dst.execute(table.insert(), [dict(r) for r in part])
+            n += len(part)
+        counts[table.name] = n
+    return counts
+
+
+def _restore_into(url: str, plain: Path) -> None:
+    """Copy the decrypted SQLite control store ``plain`` into the (empty) database at
+    ``url`` and move its id sequences past the copied ids."""
+    dst = control.connect(url)  # creates the tables
+    src = sa.create_engine(f"sqlite:///{plain}")
+    try:
+        with dst.begin() as d_conn:
+            for table in control.metadata.sorted_tables:
+                if d_conn.execute(sa.select(sa.func.count()).select_from(table)).scalar():
+                    raise BackupError(f"the control store at NUDGE_CONTROL_URL is not empty "
+                                      f"(table {table.name}): restore only into an empty one")
+            with src.connect() as s_conn:
+                copy_tables(s_conn, d_conn)
+            if d_conn.dialect.name == "postgresql":
+                for table in control.metadata.sorted_tables:
+                    for col in table.primary_key.columns:
+                        if col.autoincrement is True or (
+                                col.autoincrement == "auto" and isinstance(col.type, sa.Integer)
+                                and len(table.primary_key.columns) == 1):
+                            d_conn.execute(sa.text(
+                                "SELECT setval(pg_get_serial_sequence(:t, :c), "
+                                f"coalesce((SELECT max({col.name}) FROM {table.name}), 0) + 1, "
+                                "false) WHERE pg_get_serial_sequence(:t, :c) IS NOT NULL"),
+                                {"t": table.name, "c": col.name})  # names from our schema
+    finally:
+        src.dispose()
+        dst.dispose()
+
+
 def _copy_sqlite(url: str, dst: Path) -> None:
-    if not url.startswith("sqlite:///"):
-        raise BackupError("the control store is not SQLite: back it up with its own tools "
-                          "(pg_dump for PostgreSQL), then run backup with --skip-control")
     src = sqlite3.connect(url[len("sqlite:///"):])
     try:
         out = sqlite3.connect(dst)
@@ -177,11 +249,14 @@ def backup(settings: Settings, keyring: Keyring, open_store: Callable[[str], Acc
         progress("control store")
         plain = dest / "control.db.tmp"
         try:
-            _copy_sqlite(settings.control_database_url, plain)
+            rows = _copy_control(settings.control_database_url, plain)
             encrypt_file(plain, dest / "control.db.enc", _backup_key(keyring.master))
         finally:
             plain.unlink(missing_ok=True)
         manifest["control"] = "control.db.enc"
+        manifest["control_source"] = settings.control_database_url.split(":", 1)[0]
+        if rows:
+            manifest["control_rows"] = rows
     for i, account_id in enumerate(ids, 1):
         progress(f"account {i}/{len(ids)} {account_id}")
         store = stores[account_id]
@@ -222,17 +297,23 @@ def restore(settings: Settings, master: bytes, src: Path,
         raise BackupError("this backup has no control store (taken with --skip-control): "
                           "restore the control store first, then copy the account files")
     url = settings.control_database_url
-    if not url.startswith("sqlite:///"):
-        raise BackupError("restore writes a SQLite control store; NUDGE_CONTROL_URL is not "
-                          "SQLite")
+    if not url.startswith(("sqlite:///", "postgresql")):
+        raise BackupError("restore writes a SQLite or PostgreSQL control store; "
+                          f"NUDGE_CONTROL_URL is {url.split(':', 1)[0]}")
     data.mkdir(parents=True, exist_ok=True)
-    control_path = Path(url[len("sqlite:///"):])
     progress("control store")
-    decrypt_file(src / manifest["control"], control_path, _backup_key(master))
-    storage.fsync(control_path)
-    from nudge.store import control as control_store
-
-    keyring = Keyring(control_store.connect(url), master)
+    if url.startswith("sqlite:///"):
+        control_path = Path(url[len("sqlite:///"):])
+        decrypt_file(src / manifest["control"], control_path, _backup_key(master))
+        storage.fsync(control_path)
+    else:
+        plain = data / "control-restore.tmp"
+        try:
+            decrypt_file(src / manifest["control"], plain, _backup_key(master))
+            _restore_into(url, plain)
+        finally:
+            plain.unlink(missing_ok=True)
+    keyring = Keyring(control.connect(url), master)
     checked = {}
     for account_id, expected in manifest["accounts"].items():
         progress(f"account {account_id}")

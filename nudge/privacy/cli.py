@@ -139,7 +139,7 @@ def backup(
                                               "directory.")],
     data_dir: DataDir = None,
     skip_control: Annotated[bool, typer.Option(
-        help="Do not copy the control store (PostgreSQL: back it up with pg_dump).")] = False,
+        help="Do not copy the control store (account files only).")] = False,
 ) -> None:
     """Write a consistent, encrypted snapshot of the control store and every account store
     (while the server runs, the server itself writes it)."""
