@@ -89,6 +89,7 @@ def run(srv: NudgeServer, page: Page) -> None:
     page.click("#add-node")
     page.select_option("#add-type", "condition")
     page.click("#add-node")
+    page.get_by_label("Event", exact=True).fill("App Installed")
     page.click("#journey-settings")
     page.select_option("#add-type", "exit")
     page.click("#add-node")

@@ -231,6 +231,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/ui/{account_id}/campaigns/{campaign_id}/review"): "campaigns:read",
     ("POST", "/ui/{account_id}/campaigns/{campaign_id}/preview"): "campaigns:write",
     ("POST", "/ui/{account_id}/campaigns/{campaign_id}/send"): "campaigns:write",
+    ("POST", "/ui/{account_id}/campaigns/{campaign_id}/pause"): "campaigns:write",
+    ("POST", "/ui/{account_id}/campaigns/{campaign_id}/stop"): "campaigns:write",
     ("GET", "/ui/{account_id}/journeys"): "journeys:read",
     ("GET", "/ui/{account_id}/journeys/{journey_id}"): "journeys:read",
     ("GET", "/ui/{account_id}/journeys/new"): "journeys:write",

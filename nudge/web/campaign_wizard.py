@@ -303,13 +303,13 @@ async def preview(request: Request, account_id: str, campaign_id: int) -> Respon
     return render(request, "campaign_preview.html", ctx, out=out)
 
 
-@router.post("/ui/{account_id}/campaigns/{campaign_id}/send")
-@page
-async def send(request: Request, account_id: str, campaign_id: int) -> Response:
-    """Start the draft (``POST /1/campaigns/{id}/send``) and go to its results."""
+async def _transition(request: Request, account_id: str, campaign_id: int,
+                      name: str) -> Response:
+    """``CampaignDirectory.send|pause|stop`` as ``POST /1/campaigns/{id}/<name>`` does (the
+    live bus and the scheduler are told), then back to the campaign's results."""
     ctx = context(request, account_id)
     actx = _api_ctx(ctx)
-    await run_in_threadpool(actx.campaigns.send, campaign_id)
+    await run_in_threadpool(getattr(actx.campaigns, name), campaign_id)
     engage = actx.engage
     if getattr(engage, "bus", None) is not None:
         engage.bus.invalidate(ctx.account_id)
@@ -317,3 +317,22 @@ async def send(request: Request, account_id: str, campaign_id: int) -> Response:
         engage.scheduler.kick.set()
     return Response(status_code=204,
                     headers={"HX-Redirect": f"{ctx.base}/campaigns/{campaign_id}"})
+
+
+@router.post("/ui/{account_id}/campaigns/{campaign_id}/send")
+@page
+async def send(request: Request, account_id: str, campaign_id: int) -> Response:
+    """Start a draft, or resume a paused campaign."""
+    return await _transition(request, account_id, campaign_id, "send")
+
+
+@router.post("/ui/{account_id}/campaigns/{campaign_id}/pause")
+@page
+async def pause(request: Request, account_id: str, campaign_id: int) -> Response:
+    return await _transition(request, account_id, campaign_id, "pause")
+
+
+@router.post("/ui/{account_id}/campaigns/{campaign_id}/stop")
+@page
+async def stop(request: Request, account_id: str, campaign_id: int) -> Response:
+    return await _transition(request, account_id, campaign_id, "stop")

@@ -29,7 +29,8 @@ from .pages import PageContext, context, page, render
 
 router = APIRouter(include_in_schema=False)
 
-W, H, GAP_X, GAP_Y = 180, 64, 60, 28
+W, H, GAP_X, GAP_Y = 180, 64, 36, 56
+TOP = 20 + H + GAP_Y  # the entry box sits above the first row
 EMPTY = {"name": "", "entry": {"event": ""}, "start": "", "nodes": []}
 
 
@@ -46,16 +47,17 @@ def edges_of(node: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def layout(definition: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Top-left corner of each node: columns by the longest path from ``start`` (so every
-    forward edge points right and exits land at the end; edges that close a loop are left
-    out of the ranking), rows in definition order; unreachable nodes go in a last column."""
+    """Top-left corner of each node, drawn top to bottom: rows by the longest path from
+    ``start`` (so every forward edge points down and exits land at the bottom; edges that
+    close a loop are left out of the ranking), nodes of a row side by side in definition
+    order and centred; unreachable nodes go in a last row."""
     nodes = {n["id"]: n for n in definition.get("nodes", []) if isinstance(n, dict) and "id" in n}
     order: list[str] = []  # reverse post-order of a depth-first walk = a topological order
     state: dict[str, int] = {}  # 1 = on the walk's stack, 2 = done
     back: set[tuple[str, str]] = set()
     start = definition.get("start")
-    if start in nodes:
-        stack = [(start, iter(edges_of(nodes[start])))]
+    if isinstance(start, str) and start in nodes:
+        stack: list[tuple[str, Any]] = [(start, iter(edges_of(nodes[start])))]
         state[start] = 1
         while stack:
             cur, it = stack[-1]
@@ -75,13 +77,15 @@ def layout(definition: dict[str, Any]) -> dict[str, dict[str, int]]:
             if nxt in depth and (cur, nxt) not in back:
                 depth[nxt] = max(depth[nxt], depth[cur] + 1)
     last = max(depth.values(), default=-1) + 1
-    rows: dict[int, int] = {}
-    pos: dict[str, dict[str, int]] = {}
+    rows: dict[int, list[str]] = {}
     for nid in nodes:
-        col = depth.get(nid, last)
-        row = rows.get(col, 0)
-        rows[col] = row + 1
-        pos[nid] = {"x": 200 + col * (W + GAP_X), "y": 20 + row * (H + GAP_Y)}
+        rows.setdefault(depth.get(nid, last), []).append(nid)
+    widest = max((len(r) for r in rows.values()), default=0)
+    pos: dict[str, dict[str, int]] = {}
+    for level, ids in rows.items():
+        left = 20 + (widest - len(ids)) * (W + GAP_X) // 2
+        for i, nid in enumerate(ids):
+            pos[nid] = {"x": left + i * (W + GAP_X), "y": TOP + level * (H + GAP_Y)}
     return pos
 
 

@@ -1,7 +1,8 @@
 """The campaign wizard for every kind (nudge/web/campaign_wizard.py) in Debian's Chromium
 against a real server: a live-trigger campaign with a property filter built in the wizard
 delivers to a real SMTP server (aiosmtpd) when a matching event is ingested through the API,
-and not for a non-matching one; an API-triggered campaign is sent by ``POST /1/send``; a
+and not for a non-matching one; an API-triggered campaign is sent by ``POST /1/send`` and
+paused, resumed and stopped from its results page; a
 recurring A/B campaign with control group, caps and quiet hours is saved as exactly the
 definition the form describes; a bad cron expression is refused naming the field."""
 
@@ -137,6 +138,22 @@ def test_api_campaign_from_the_wizard_is_sent_by_post_send(
                                    "data": {"order": "A-17"}}, ok=202)
     h.wait_for(lambda: len(smtp.messages) > before, what="the receipt")
     assert [str(m["subject"]) for m in smtp.messages[before:]] == ["Your receipt A-17"]
+
+    # The results page runs its lifecycle: pause, resume, stop (after a confirmation).
+    def status() -> str:
+        return str(h.api(srv, "GET", f"/1/campaigns/{cid}", ok=200).json()["status"])
+
+    page.click("#pause-campaign")
+    expect(page.locator("[data-campaign-status]")).to_have_text("paused")
+    assert status() == "paused"
+    page.click("#resume-campaign")
+    expect(page.locator("[data-campaign-status]")).to_have_text("running")
+    assert status() == "running"
+    page.get_by_role("button", name="Stop", exact=True).click()
+    page.click("#stop-campaign")
+    expect(page.locator("[data-campaign-status]")).to_have_text("stopped")
+    assert status() == "stopped"
+    expect(page.locator("#pause-campaign, #resume-campaign, #stop-campaign")).to_have_count(0)
 
 
 def test_recurring_ab_campaign_with_control_caps_and_quiet_hours(

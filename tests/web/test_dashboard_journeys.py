@@ -334,9 +334,9 @@ def test_every_node_type_and_setting_saves_as_the_api_definition(
     expect(page.get_by_label("Entry", exact=True)).to_have_value("date")
 
 
-def test_layout_points_every_forward_edge_to_the_right() -> None:
-    """Columns by longest path: an exit reached both early and late sits after both; a loop
-    back does not push nodes right forever; unreachable nodes go last."""
+def test_layout_points_every_forward_edge_down() -> None:
+    """Rows by longest path: an exit reached both early and late sits below both; a loop
+    back does not push nodes down forever; unreachable nodes go last."""
     from nudge.web.journeys import edges_of, layout
 
     d = {"start": "wait", "nodes": [
@@ -351,6 +351,6 @@ def test_layout_points_every_forward_edge_to_the_right() -> None:
     for n in d["nodes"]:
         for _, t in edges_of(n):
             if (n["id"], t) not in back:
-                assert pos[t]["x"] > pos[n["id"]]["x"], (n["id"], t)
-    assert pos["orphan"]["x"] > max(p["x"] for k, p in pos.items() if k != "orphan")
+                assert pos[t]["y"] > pos[n["id"]]["y"], (n["id"], t)
+    assert pos["orphan"]["y"] > max(p["y"] for k, p in pos.items() if k != "orphan")
     assert len({(p["x"], p["y"]) for p in pos.values()}) == len(pos)  # no two overlap

@@ -7,8 +7,7 @@
   const root = document.getElementById("journey-canvas");
   if (!root) return;
   const S = JSON.parse(root.dataset.state);
-  const W = S.size.w, H = S.size.h, GAP = 60, NS = "http://www.w3.org/2000/svg";
-  const ENTRY = {x: 20, y: 20, w: 150, h: H};
+  const W = S.size.w, H = S.size.h, GAP_X = 36, GAP_Y = 56, NS = "http://www.w3.org/2000/svg";
   let def = JSON.parse(JSON.stringify(S.journey.definition));
   const pos = S.positions;
   let jid = S.journey.id, status = S.journey.status, report = S.report;
@@ -48,10 +47,16 @@
     while (node(id)) id = `${base}-${++i}`;
     return id;
   }
-  function freeY(x) {
-    let y = 20;
-    while (Object.values(pos).some((p) => Math.abs(p.x - x) < W && Math.abs(p.y - y) < H + 10)) y += H + 28;
-    return y;
+  // Drawn top to bottom: the entry box above the start node, a new node in the row below
+  // its parent at the first free place.
+  function freeX(y) {
+    let x = 20;
+    while (Object.values(pos).some((p) => Math.abs(p.x - x) < W + 10 && Math.abs(p.y - y) < H + 10)) x += W + GAP_X;
+    return x;
+  }
+  function entryBox() {
+    const p = pos[def.start];
+    return {x: p ? p.x : 20, y: 20, w: W, h: H};
   }
   function addNode(type) {
     const id = newId(type);
@@ -61,8 +66,8 @@
     def.nodes.push(n);
     if (!def.start) def.start = id;
     if (free) free.set(id);
-    const x = parent ? pos[parent.id].x + W + GAP : 200;
-    pos[id] = {x, y: freeY(x)};
+    const y = parent ? pos[parent.id].y + H + GAP_Y : 20 + H + GAP_Y;
+    pos[id] = {x: freeX(y), y};
     select(id);
     changed();
   }
@@ -108,7 +113,7 @@
       const id = newId("on-date");
       def.nodes.unshift({id, type: "delay", until_property: "", next: def.start || undefined});
       if (!def.start) delete def.nodes[0].next;
-      pos[id] = {x: 200, y: freeY(200)};
+      pos[id] = {x: freeX(20 + H + GAP_Y), y: 20 + H + GAP_Y};
       def.start = id;
       def.entry = {segment: {profile: {property: "", op: "exists"}}};
     }
@@ -174,6 +179,7 @@
     const m = svgEl("marker", {id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "6", markerHeight: "6", orient: "auto-start-reverse"});
     m.append(svgEl("path", {d: "M 0 0 L 10 5 L 0 10 z", fill: "#5b6473"}));
     defs.append(m); svg.append(defs);
+    const ENTRY = entryBox();
     let maxX = ENTRY.x + ENTRY.w, maxY = ENTRY.y + ENTRY.h;
     const entry = svgEl("g", {class: "entry", "aria-label": "Entry: " + entryText()});
     entry.append(svgEl("rect", {x: ENTRY.x, y: ENTRY.y, width: ENTRY.w, height: ENTRY.h, rx: 30}),
@@ -182,14 +188,17 @@
     svg.append(entry);
     if (def.start && pos[def.start]) {
       const p = pos[def.start];
-      svg.append(svgEl("line", {x1: ENTRY.x + ENTRY.w, y1: ENTRY.y + H / 2, x2: p.x, y2: p.y + H / 2, stroke: "#1a7f37", "stroke-width": 1.5, "marker-end": "url(#arrow)", "data-entry-edge": def.start}));
+      svg.append(svgEl("line", {x1: ENTRY.x + W / 2, y1: ENTRY.y + H, x2: p.x + W / 2, y2: p.y, stroke: "#1a7f37", "stroke-width": 1.5, "marker-end": "url(#arrow)", "data-entry-edge": def.start}));
     }
     for (const n of def.nodes) {
       for (const o of outs(n)) {
         if (!o.target || !pos[o.target]) continue;
         const a = pos[n.id], b = pos[o.target];
-        svg.append(svgEl("line", {x1: a.x + W, y1: a.y + H / 2, x2: b.x, y2: b.y + H / 2, stroke: "#5b6473", "stroke-width": 1.5, "marker-end": "url(#arrow)", "data-edge": `${n.id}-${o.target}`}));
-        if (o.short) svg.append(svgEl("text", {x: (a.x + W + b.x) / 2, y: (a.y + b.y + H) / 2 - 4, "font-size": 11, "text-anchor": "middle", fill: "#4f5862"}, o.short));
+        // Down to the target's top; an edge back up (a loop) enters the target's side.
+        const up = b.y <= a.y;
+        const [x1, y1] = [a.x + W / 2, a.y + H], [x2, y2] = up ? [b.x + W, b.y + H / 2] : [b.x + W / 2, b.y];
+        svg.append(svgEl("line", {x1, y1, x2, y2, stroke: "#5b6473", "stroke-width": 1.5, "marker-end": "url(#arrow)", "data-edge": `${n.id}-${o.target}`}));
+        if (o.short) svg.append(svgEl("text", {x: x1 + (x2 - x1) * 0.3 + 4, y: y1 + (y2 - y1) * 0.3 + 4, "font-size": 11, fill: "#4f5862", "data-edge-label": o.short}, o.short));
       }
     }
     for (const n of def.nodes) {
