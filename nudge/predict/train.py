@@ -9,12 +9,16 @@ With horizon ``H`` (the goal's horizon, or the time left to its deadline) and ``
 3. features (features.py) are computed for everyone at each cutoff, labels are whether they
    did the goal's event in ``[cutoff, cutoff + H)`` (for churn: did nothing at all);
 4. a gradient-boosted tree model (scikit-learn's ``HistGradientBoostingClassifier``) is fit on
-   the training cutoffs and measured on the validation cutoff: AUC, top-decile lift,
-   calibration by decile of predicted probability, Brier score;
-5. the same model (same number of boosting rounds) is refit on all cutoffs, everyone is
-   scored as of ``now`` and put in a bucket by rank: the top 20% of scores are
-   ``most_likely``, the next 30% ``moderately_likely``, the rest ``least_likely`` (equal
-   scores share a bucket);
+   the training cutoffs; its probabilities are **calibrated** (calibration.py) by a map
+   fitted on the latest training cutoff's scores from a twin model that did not learn
+   from that cutoff (same rounds, the other training cutoffs); the calibrated model is
+   measured on the validation cutoff: AUC, top-decile lift, calibration by decile of
+   predicted probability, Brier score (calibrated and raw);
+5. the same model (same number of boosting rounds) is refit on all cutoffs and calibrated
+   the same way one step later — by a map fitted on the validation cutoff's scores of the
+   model of step 4, which did not learn from it; everyone is scored as of ``now`` and put
+   in a bucket by rank: the top 20% of scores are ``most_likely``, the next 30%
+   ``moderately_likely``, the rest ``least_likely`` (equal scores share a bucket);
 6. scores replace the goal's previous scores in one transaction on the account's writer
    thread; the model file goes to ``<account dir>/models/``.
 """
@@ -40,6 +44,8 @@ if TYPE_CHECKING:  # scikit-learn takes seconds to import: only training and sco
 from nudge.errors import NudgeError
 from nudge.store.account import AccountStore
 
+from .calibration import IDENTITY, Platt
+from .calibration import fit as calibration_fit
 from .conditions import SCORES_TABLE
 from .features import FeaturePlan, features_at, outcome_users, plan_features
 from .goals import DAY, Goal
@@ -166,7 +172,7 @@ def train_goal(store: AccountStore, goal: Goal, now: float | None = None,
     validation, train_cuts = cutoffs(store, goal, now)
     plan = plan_features(store, goal)
     frames = []
-    steps = len(train_cuts) + 4
+    steps = len(train_cuts) + 6
     for i, c in enumerate([*train_cuts, validation]):
         progress(f"features at cutoff {i + 1}/{len(train_cuts) + 1}", i / steps)
         frames.append(frame(store, goal, plan, c, horizon))
@@ -177,26 +183,58 @@ def train_goal(store: AccountStore, goal: Goal, now: float | None = None,
     progress("fitting", len(frames) / steps)
     with _threads(store):
         model = _model(plan, len(y)).fit(x, y)
-    progress("validating", (len(frames) + 1) / steps)
-    found = metrics(valid.y, model.predict_proba(valid.x)[:, 1])
     rounds = int(model.n_iter_)
-    progress("refitting on all cutoffs", (len(frames) + 2) / steps)
+    progress("calibrating", (len(frames) + 1) / steps)
+    held = _held_out_calibration(store, plan, train, rounds)
+    progress("validating", (len(frames) + 2) / steps)
+    raw = model.predict_proba(valid.x)[:, 1]
+    found = metrics(valid.y, held.apply(raw))
+    progress("refitting on all cutoffs", (len(frames) + 3) / steps)
     with _threads(store):
         final = _model(plan, len(y), rounds).fit(np.vstack([x, valid.x]),
                                                  np.concatenate([y, valid.y]))
-    progress("scoring", (len(frames) + 3) / steps)
-    scored = score(store, goal, plan, final, now)
-    path = save_model(store, goal, plan, final)
+    calibration = _calibrate(raw, valid.y, valid.cutoff)
+    progress("scoring", (len(frames) + 4) / steps)
+    scored = score(store, goal, plan, final, now, calibration)
+    path = save_model(store, goal, plan, final, calibration)
     return {
         "trained_at": clock.now(), "as_of": now, "features": plan.names, "path": str(path),
         "metrics": {
-            **found, "horizon_days": horizon / DAY, "validation_cutoff": validation,
+            **found, "brier_uncalibrated": _brier(valid.y, raw),
+            "calibrated_on": held.to_dict(), "scores_calibrated_on": calibration.to_dict(),
+            "horizon_days": horizon / DAY, "validation_cutoff": validation,
             "training_cutoffs": train_cuts, "boosting_rounds": rounds,
             "training_rows": int(len(y)), "training_positives": int(y.sum()),
             "validation_rows": int(len(valid.y)), "validation_positives": int(valid.y.sum()),
             "scored": scored,
         },
     }
+
+
+def _held_out_calibration(store: AccountStore, plan: FeaturePlan, train: list[Frame],
+                          rounds: int) -> Platt:
+    """The calibration used for validation: a twin of the model (same rounds) fitted on all
+    training cutoffs but the latest, whose scores there are mapped to what happened. With a
+    single training cutoff there is nothing to hold out and the scores stay raw."""
+    if len(train) < 2:
+        return IDENTITY
+    rest = train[1:]
+    y = np.concatenate([f.y for f in rest])
+    if y.min() == y.max():
+        return IDENTITY
+    with _threads(store):
+        twin = _model(plan, len(y), rounds).fit(np.vstack([f.x for f in rest]), y)
+    return _calibrate(twin.predict_proba(train[0].x)[:, 1], train[0].y, train[0].cutoff)
+
+
+def _calibrate(p: np.ndarray, y: np.ndarray, cutoff: float) -> Platt:
+    if len(y) == 0 or y.min() == y.max():
+        return IDENTITY
+    return calibration_fit(p, y, cutoff)
+
+
+def _brier(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean((p - y.astype(np.float64)) ** 2))
 
 
 def _check_counts(y: np.ndarray, yv: np.ndarray, goal: Goal) -> None:
@@ -214,11 +252,11 @@ def _check_counts(y: np.ndarray, yv: np.ndarray, goal: Goal) -> None:
 
 
 def score(store: AccountStore, goal: Goal, plan: FeaturePlan, model: Any,
-          now: float) -> dict[str, int]:
+          now: float, calibration: Platt = IDENTITY) -> dict[str, int]:
     """Score everyone as of ``now`` and replace the goal's scores; returns bucket counts."""
     active = goal.active_within_days if goal.kind == "churn" else None
     ids, x = features_at(store, plan, now, active)
-    p = model.predict_proba(x)[:, 1] if len(ids) else np.empty(0)
+    p = calibration.apply(model.predict_proba(x)[:, 1]) if len(ids) else np.empty(0)
     buckets = assign_buckets(p)
     write_scores(store, goal.id, ids, p, buckets)
     return {b: int((buckets == b).sum()) for b in BUCKETS}
@@ -265,12 +303,15 @@ def model_path(store: AccountStore, goal_id: int) -> Path:
     return store.path.parent / "models" / f"goal-{int(goal_id)}.joblib"
 
 
-def save_model(store: AccountStore, goal: Goal, plan: FeaturePlan, model: Any) -> Path:
-    """Write the model and its feature plan (replacing the previous file atomically)."""
+def save_model(store: AccountStore, goal: Goal, plan: FeaturePlan, model: Any,
+               calibration: Platt = IDENTITY) -> Path:
+    """Write the model, its calibration and feature plan (replacing the previous file
+    atomically)."""
     path = model_path(store, goal.id)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    joblib.dump({"model": model, "plan": plan, "goal": goal.definition}, tmp)
+    joblib.dump({"model": model, "plan": plan, "goal": goal.definition,
+                 "calibration": calibration}, tmp)
     os.replace(tmp, path)
     return path
 
@@ -281,4 +322,5 @@ def rescore(store: AccountStore, goal: Goal, now: float | None = None) -> dict[s
     if not path.exists():
         raise NotEnoughData("the goal has no trained model yet; train it first", field="goal")
     saved = joblib.load(path)  # our own file, written by save_model
-    return score(store, goal, saved["plan"], saved["model"], clock.now() if now is None else now)
+    return score(store, goal, saved["plan"], saved["model"], clock.now() if now is None else now,
+                 saved.get("calibration", IDENTITY))  # files from before calibration: raw
