@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import header, loadavg
+from nudge.engage.channels import netguard
 from nudge.engage.channels.email import EmailChannel
 from nudge.engage.channels.webhook import WebhookChannel
 from tests.engage.providers import SmtpServer, WebhookReceiver, message, tls_pair
@@ -83,6 +84,7 @@ async def _emails(config: dict[str, Any], n: int, pooled: bool) -> float:
 
 
 def main() -> None:
+    netguard.configure(True)  # the providers here listen on 127.0.0.1
     ap = argparse.ArgumentParser()
     ap.add_argument("--webhooks", type=int, default=1000)
     ap.add_argument("--emails", type=int, default=200)

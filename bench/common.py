@@ -181,7 +181,9 @@ class Server:
         self.proc = subprocess.Popen(
             [*NUDGE, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-            env={**os.environ, "NUDGE_LOG_LEVEL": "warning", **self.env})
+            # Benchmarks send to receivers on 127.0.0.1: the SSRF guard's opt-in.
+            env={**os.environ, "NUDGE_LOG_LEVEL": "warning",
+                 "NUDGE_ENGAGE_ALLOW_PRIVATE_NETWORKS": "true", **self.env})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

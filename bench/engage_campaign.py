@@ -35,7 +35,7 @@ from typing import Any
 from bench.common import header, loadavg, ratio, table
 from nudge.clock import clock
 from nudge.config import load_settings
-from nudge.engage import expand, outbox
+from nudge.engage import expand, outbox, sealing
 from nudge.engage.channels.base import Channel, Message, SendResult
 from nudge.engage.directory import CampaignDirectory, spec_of
 from nudge.engage.service import Engage
@@ -98,6 +98,16 @@ def reference(ids: list[int], names: dict[int, str], path: Path) -> float:
     return took
 
 
+def insert_unsealed(engine: Any, rows: list[dict[str, Any]]) -> None:
+    """``outbox.insert``'s SQLite path without sealing (what it was before)."""
+    cols = list(rows[0])
+    sql = (f"INSERT INTO outbox ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+           "ON CONFLICT (idem_key) DO NOTHING")
+    with engine.begin() as conn:
+        conn.connection.driver_connection.executemany(
+            sql, [tuple(r[c] for c in cols) for r in rows])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=1_000_000)
@@ -138,16 +148,24 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     w0, t = time.perf_counter(), time.process_time()
     ids = expand.audience_ids(engage, acct.id, spec)
     t_audience = time.process_time() - t
-    stage = {"build_rows": 0.0, "outbox insert": 0.0}
+    stage = {"build_rows": 0.0, "seal": 0.0, "outbox insert": 0.0, "unsealed insert": 0.0}
+    # Sealing's reference: the same rows unsealed into a second, identical control store.
+    plain = control.connect(f"sqlite:///{tmp / 'plain-control.db'}")
     t = time.process_time()
     for i in range(0, len(ids), args.batch):
         s = time.process_time()
         rows = expand.build_rows(engage, camp, spec, "bench", ids[i:i + args.batch])
         stage["build_rows"] += time.process_time() - s
+        s = time.process_time()  # outbox.insert seals; done first here to time it apart
+        sealed = [sealing.seal_outbox_row(keyring, dict(r)) for r in rows]
+        stage["seal"] += time.process_time() - s
         s = time.process_time()
         with engine.begin() as conn:
-            outbox.insert(conn, rows)
+            outbox.insert(conn, sealed)
         stage["outbox insert"] += time.process_time() - s
+        s = time.process_time()
+        insert_unsealed(plain, rows)
+        stage["unsealed insert"] += time.process_time() - s
     t_expand = time.process_time() - t
     wall = time.perf_counter() - w0
     total = t_audience + t_expand
@@ -162,11 +180,17 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     rows_out = [
         ["audience (segment → ids)", f"{t_audience:.2f} s", ""],
         ["render + policy (build_rows)", f"{stage['build_rows']:.2f} s", ""],
+        ["seal (AES-256-GCM, one per message)", f"{stage['seal']:.2f} s", ""],
         ["outbox insert", f"{stage['outbox insert']:.2f} s", ""],
         ["**audience → outbox**", f"{total:.2f} s", f"**{len(ids) / total:,.0f} msg/s**"],
         ["reference (format + executemany)", f"{t_ref:.2f} s", f"{len(ids) / t_ref:,.0f} msg/s"],
+        ["sealing's reference: the same rows unsealed into a second outbox",
+         f"{stage['unsealed insert']:.2f} s", ""],
     ]
     print(table(["stage", "CPU time", "rate"], rows_out))
+    seal_cost = stage["seal"] + stage["outbox insert"] - stage["unsealed insert"]
+    print(f"\nsealing: {seal_cost:.2f} s of CPU ({seal_cost / len(ids) * 1e6:.1f} µs a message;"
+          f" {len(ids) / (total - seal_cost):,.0f} msg/s without it)")
     print(f"\nqueued rows: {queued:,}; ratio to reference: {ratio(total, t_ref)}; wall time "
           f"{wall:.2f} s (load average {loadavg()})")
     if args.send:

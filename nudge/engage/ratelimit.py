@@ -115,6 +115,9 @@ class SendRateLimiter:
             async with st.lock:
                 slot = self._next(st)
                 if slot is None:
+                    # Let the sends started in the same step (a worker's batch) queue up
+                    # first, so one statement reserves for all of them.
+                    await asyncio.sleep(0)
                     n = max(1, min(st.waiting, MAX_BLOCK))
                     self.reservations += 1
                     st.slots.extend(await asyncio.to_thread(reserve, self.engine, key,

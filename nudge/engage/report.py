@@ -42,6 +42,34 @@ def diff_interval(k1: int, n1: int, k0: int, n0: int,
     return (p1 - p0, p1 - p0 - z * se, p1 - p0 + z * se)
 
 
+def by_occurrence(engine: Engine, account_id: str, campaign_id: int) -> list[dict[str, Any]]:
+    """A recurring campaign's occurrences, oldest first, each with its own counts:
+    ``{"occurrence", "at", "queued", "sent", "failed", "skipped", "pending", "opened",
+    "clicked", "converted", "revenue"}`` (control-group rows are not messages)."""
+    q = sa.select(OB.c.occurrence, OB.c.status, sa.func.count().label("n"),
+                  sa.func.count(OB.c.opened_at).label("opened"),
+                  sa.func.count(OB.c.clicked_at).label("clicked"),
+                  sa.func.count(OB.c.converted_at).label("converted"),
+                  sa.func.coalesce(sa.func.sum(OB.c.revenue), 0.0).label("revenue"),
+                  ).where(OB.c.account_id == account_id, OB.c.campaign_id == campaign_id,
+                          OB.c.status != "control").group_by(OB.c.occurrence, OB.c.status)
+    out: dict[str, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for r in conn.execute(q):
+            o = out.setdefault(r.occurrence, {
+                "occurrence": r.occurrence,
+                "at": float(r.occurrence[1:]) if r.occurrence[:1] == "t" else None,
+                "queued": 0, "sent": 0, "failed": 0, "skipped": 0, "pending": 0,
+                "opened": 0, "clicked": 0, "converted": 0, "revenue": 0.0})
+            o["queued"] += r.n
+            key = ("sent" if r.status in SENT_STATES else "skipped" if r.status == "skipped"
+                   else "pending" if r.status in ("pending", "sending") else "failed")
+            o[key] += r.n
+            for k in ("opened", "clicked", "converted", "revenue"):
+                o[k] += getattr(r, k)
+    return sorted(out.values(), key=lambda o: (o["at"] is None, o["at"] or 0, o["occurrence"]))
+
+
 def campaign_report(engine: Engine, account_id: str, campaign_id: int) -> dict[str, Any]:
     q = sa.select(OB.c.variant, OB.c.channel, OB.c.status, OB.c.reason,
                   sa.func.count().label("n"),

@@ -50,8 +50,8 @@ def is_sealed(value: Any) -> bool:
 def seal_outbox_row(keyring: Keyring, row: dict[str, Any]) -> dict[str, Any]:
     """Seal (in place) the address, content and meta of an ``outbox.row`` dict."""
     to, content, meta = row.get("to_addr"), row.get("content"), row.get("meta")
-    if to is None and content is None and meta is None:
-        return row
+    if to is None and meta is None and (content is None or is_sealed(content)):
+        return row  # nothing to seal, or sealed already
     # content and meta are JSON text already: spliced, not decoded and encoded again.
     env = ('{"t":' + json.dumps(to) + ',"c":' + (content or "null") + ',"m":'
            + (meta or "null") + "}")

@@ -75,6 +75,10 @@ def test_cron_campaign_fires_each_slot_once_across_a_restart(
         report = h.api(srv, "GET", f"/1/campaigns/{c['id']}/report", ok=200).json()
         (cell,) = report["by_variant_channel"]
         assert cell["sent"] == 2 * len(PEOPLE)
+        assert [(o["occurrence"], o["at"], o["sent"], o["queued"])
+                for o in report["by_occurrence"]] == [
+            (f"t{slot}", slot, len(PEOPLE), len(PEOPLE)),
+            (f"t{slot + SLOT_S}", slot + SLOT_S, len(PEOPLE), len(PEOPLE))]
     finally:
         srv.stop()
     to = sorted(m["To"] for m in smtp.messages)

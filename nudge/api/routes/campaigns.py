@@ -17,7 +17,7 @@ from nudge.engage.bus import parse_webhook
 from nudge.engage.campaigns import CHANNELS
 from nudge.engage.directory import CampaignDirectory, spec_of
 from nudge.engage.expand import build_rows
-from nudge.engage.report import campaign_report
+from nudge.engage.report import by_occurrence, campaign_report
 from nudge.engage.service import Engage
 from nudge.errors import Conflict, NotFound, ValidationError
 from nudge.query.profiles import find_user
@@ -150,6 +150,9 @@ async def report(campaign_id: int, request: Request) -> Response:
     c = await run_in_threadpool(ctx.campaigns.get, campaign_id)
     out = await run_in_threadpool(campaign_report, ctx.engage.engine, ctx.account_id, c.id)
     out["status"] = c.status
+    if c.kind == "recurring":
+        out["by_occurrence"] = await run_in_threadpool(by_occurrence, ctx.engage.engine,
+                                                       ctx.account_id, c.id)
     return JSONResponse(out)
 
 
