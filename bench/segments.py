@@ -43,7 +43,7 @@ from nudge.query.segments.model import Node, parse
 
 DAY = 86_400.0
 LAYOUTS = {"merged": "events_sorted as one run ordered by (event, ts)",
-           "runs": "events_sorted as compaction runs of compact_threshold_rows arrivals, "
+           "runs": "events_sorted as compaction runs of 1,000,000 arrivals (datasets.RUN_ROWS), "
                    "each ordered by (event, ts)",
            "store-merged": "the runs after the store's own background merge "
                            "(NUDGE_MERGE_* defaults)"}
