@@ -202,21 +202,29 @@ def stage_costs(bodies: list[bytes]) -> tuple[dict[str, float], list[Any]]:
 
 
 def compare(bodies: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
-    """HTTP runs alternating between two checkouts, so that both see the same machine load."""
+    """HTTP runs alternating between two checkouts (or, with ``--compare-env``, between the
+    server's default settings and the given ones), so that both see the same machine load."""
     before_root, after_root = args.compare_root, args.server_root
+    base_env = list(args.server_env)
+    if args.compare_env:
+        before_root = after_root
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     for i in range(args.reps):
         for label, root in (("before", before_root), ("after", after_root)):
             args.server_root = root
+            args.server_env = base_env + (args.compare_env if label == "before" else [])
             r = http_run(bodies, args)
             runs[label].append(r)
             print(f"  {label} run {i + 1}: {r['events_per_s']:,.0f} events/s, server CPU "
-                  f"{1e6 * r['server_cpu_s'] / max(r['events'], 1):.0f} µs/event, p99 "
-                  f"{r['p99_ms']:.0f} ms", flush=True)
-    args.server_root = after_root
+                  f"{1e6 * r['server_cpu_s'] / max(r['events'], 1):.0f} µs/event, p50 "
+                  f"{r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, mean group commit "
+                  f"{r['commit_size']:.0f} records", flush=True)
+    args.server_root, args.server_env = after_root, base_env
     rows = []
     for label, rs in runs.items():
-        rows.append([f"{label} ({(before_root if label == 'before' else after_root) or '.'})",
+        name = (" ".join(args.compare_env) if args.compare_env else before_root) \
+            if label == "before" else "default" if args.compare_env else after_root
+        rows.append([f"{label} ({name or '.'})",
                      common.median([r["events_per_s"] for r in rs]),
                      common.median([1e6 * r["server_cpu_s"] / max(r["events"], 1) for r in rs]),
                      common.median([r["p99_ms"] for r in rs])])
@@ -249,6 +257,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--compare-root", type=Path, default=None,
                    help="only the HTTP runs, alternating between a server from this checkout "
                         "(before) and from the current one (after)")
+    p.add_argument("--compare-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="only the HTTP runs, alternating between the server with these "
+                        "settings (before) and without (after), e.g. NUDGE_INGEST_LOG=0")
     args = p.parse_args(argv)
     common.header("ingest over HTTP vs the store's append rate vs DuckDB")
     print(f"# data: {args.events:,} event records, {args.users:,} users ({data.source()}); "
@@ -262,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{sum(map(len, bodies)) / max(len(records_json), 1):.0f} bytes of JSON per event",
           flush=True)
     del records_json
-    if args.compare_root is not None:
+    if args.compare_root is not None or args.compare_env:
         return compare(bodies, args)
     costs, records = stage_costs(bodies)
 

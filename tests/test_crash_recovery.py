@@ -52,14 +52,16 @@ class Batch:
         return [r["msgId"] for r in self.records if r["type"] == "event"]
 
 
-def make_batches(phase: str, client: int, n: int) -> list[Batch]:
+def make_batches(phase: str, client: int, n: int, plain: bool = False) -> list[Batch]:
+    """``plain``: no login of the previous device, so that every record has one identifier
+    and the request is acknowledged from the ingest log, before its DuckDB commit."""
     out: list[Batch] = []
     for i in range(n):
         key = f"{phase}.{client}.{i}"
         b = Batch(key, f"u-{key}", f"d-{key}")
         recs = b.records
         login = {"type": "event", "identity": b.user, "evtName": "Login", "ts": NOW - 100}
-        if out:
+        if out and not plain:
             login["objectId"] = out[-1].device  # re-points the previous batch's device events
         recs.append(login)
         # New property names keep appearing, so commits also add typed columns (ALTER TABLE).
@@ -376,6 +378,12 @@ def test_kill_9_loses_no_acknowledged_record_and_shows_no_half_request(tmp_path:
         kill_during("restart", {c: make_batches("restart", c, 100) for c in range(CLIENTS)},
                     lambda c: c.acked >= 1, "the first acknowledged batch",
                     unread=make_batches("restart", CLIENTS, 2))
+
+        # 5. Requests acknowledged from the ingest log (one identifier per record), killed
+        #    while the writer drains the log into DuckDB: the restart replays the log.
+        kill_during("log", {c: make_batches("log", c, 100, plain=True) for c in range(CLIENTS)},
+                    lambda c: c.acked >= 12, "12 batches acknowledged from the log",
+                    unread=make_batches("log", CLIENTS, 2, plain=True))
 
     finally:
         srv.stop()

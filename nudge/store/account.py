@@ -12,6 +12,7 @@ import asyncio
 import collections
 import concurrent.futures
 import datetime as dt
+import gc
 import logging
 import queue
 import threading
@@ -28,6 +29,7 @@ import pyarrow as pa
 from nudge.clock import clock
 from nudge.config import Settings
 from nudge.ingest.identity import IdentityState, Key
+from nudge.ingest.log import Entry, IngestLog, log_key
 from nudge.ingest.profiles import ProfileRow
 from nudge.ingest.records import Record
 from nudge.privacy import storage, suppression
@@ -58,6 +60,13 @@ profile_subscribers: list[Callable[[str, list[int]], None]] = []
 class _Pending:
     records: list[Record]
     future: concurrent.futures.Future[CommitResult]
+    lsn: int = 0  # its ingest log entry (0: not logged, acknowledged after its commit)
+
+
+def infallible(rec: Record) -> bool:
+    """True when a commit cannot reject the record (only identity conflicts, error 520,
+    are decided at commit time, and they need two identifiers or an explicit merge)."""
+    return len(rec.ids) == 1 and rec.token is None and not rec.merge_from
 
 
 def sql_string(value: str) -> str:
@@ -80,6 +89,7 @@ class AccountStore:
         self.path = path
         self.settings = settings
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.applied_lsn = self.durable_lsn = 0  # ingest log positions (_open_log)
         self._db_lock = threading.Lock()  # cursors vs. reopen_file
         self.db = self._connect(encryption_key)
         self.writer_cursor = self.cursor()
@@ -90,7 +100,64 @@ class AccountStore:
         self._closed = False
         self._thread = threading.Thread(target=self._writer, name=f"writer-{account_id}",
                                         daemon=True)
+        self._open_log(encryption_key)
         self._thread.start()
+        if self.log is not None:
+            self.log.start()
+
+    # -- ingest log (nudge/ingest/log.py) --------------------------------------------------
+    def _open_log(self, encryption_key: str | None) -> None:
+        """Open the account's ingest log and queue what it holds beyond the last applied
+        entry (a crash between the log's fsync and DuckDB's commit) ahead of anything new."""
+        row = self.writer_cursor.execute(
+            "SELECT value FROM meta WHERE key = 'log_applied'").fetchone()
+        self.applied_lsn = self.durable_lsn = int(row[0]) if row else 0
+        self._applied_cv = threading.Condition()
+        self._backlog = 0  # logged records not yet committed to DuckDB
+        self._backlog_lock = threading.Lock()
+        self.log: IngestLog | None = None
+        if not self.settings.ingest_log:
+            return
+        self.log = IngestLog(self.path.parent / "ingest-log", log_key(encryption_key),
+                             self.account_id, self.settings.ingest_log_segment_bytes,
+                             self._logged)
+        replay = self.log.recover(self.applied_lsn)
+        for lsn, records in replay:
+            self._queue.put(_Pending(records, concurrent.futures.Future(), lsn))
+        if replay:
+            log.info("account %s: replaying %d ingest log entries (%d records)",
+                     self.account_id, len(replay), sum(len(r) for _, r in replay))
+            self._backlog = sum(len(r) for _, r in replay)
+            self.durable_lsn = replay[-1][0]
+
+    def _logged(self, entries: list[Entry]) -> None:
+        """Log thread, after a frame's fsync: hand the entries to the writer in lsn order."""
+        with self._backlog_lock:
+            self._backlog += sum(len(e.records) for e in entries)
+        for e in entries:
+            pending = e.item
+            pending.lsn = e.lsn
+            self._queue.put(pending)
+        self.durable_lsn = entries[-1].lsn
+
+    def _applied(self, lsn: int, records: int) -> None:
+        with self._backlog_lock:
+            self._backlog -= records
+        with self._applied_cv:
+            self.applied_lsn = max(self.applied_lsn, lsn)
+            self._applied_cv.notify_all()
+        if self.log is not None:
+            self.log.release(self.applied_lsn)
+
+    def wait_applied(self, timeout: float = 30.0) -> bool:
+        """Wait until every acknowledged log entry is in DuckDB (read-your-writes); a
+        no-op when nothing is pending or on the writer thread itself."""
+        target = self.durable_lsn
+        if self.applied_lsn >= target or threading.current_thread() is self._thread:
+            return True
+        with self._applied_cv:
+            return self._applied_cv.wait_for(
+                lambda: self.applied_lsn >= target or self._closed, timeout)
 
     # -- startup ------------------------------------------------------------------------
     def _connect(self, encryption_key: str | None) -> duckdb.DuckDBPyConnection:
@@ -149,6 +216,9 @@ class AccountStore:
             [self.settings.dedup_max_ids]).fetchall()]
         self.dedup.update(recent)
         self._dedup_order.append((clock.now(), recent))
+        # The caches just loaded (identity map, dedup window) are long-lived: keep Python's
+        # cyclic GC from rescanning them at every full collection while requests allocate.
+        gc.freeze()
 
     # -- identity cache ---------------------------------------------------------------------
     def _load_identities(self, cur: Any) -> None:
@@ -210,6 +280,25 @@ class AccountStore:
         self._queue.put(_Pending(records, fut))
         return fut
 
+    async def submit_logged(self, records: list[Record]) -> CommitResult:
+        """Queue records through the ingest log; returns once they are durable there.
+
+        A request that a commit might reject in part (identity conflicts) is answered after
+        its commit as before, and so is every request while the log holds more than
+        ``ingest_log_max_backlog`` records not yet in DuckDB (backpressure: freshness stays
+        bounded). Without the log (``NUDGE_INGEST_LOG=0``): ``submit``.
+        """
+        if self.log is None or self._closed:
+            return await self.submit(records)
+        fut: concurrent.futures.Future[CommitResult] = concurrent.futures.Future()
+        wait_commit = (self._backlog >= self.settings.ingest_log_max_backlog
+                       or not all(map(infallible, records)))
+        durable = self.log.append(records, _Pending(records, fut))
+        await asyncio.wrap_future(durable)  # raises if the append failed
+        if wait_commit:
+            return await asyncio.wrap_future(fut)
+        return CommitResult([None] * len(records))
+
     def write(self, records: list[Record]) -> CommitResult:
         """Blocking write (CLI, demo, import)."""
         return self.submit_nowait(records).result()
@@ -259,15 +348,23 @@ class AccountStore:
                     break
             if batch:
                 self._commit(batch)
+            if jobs and self.log is not None:
+                # Erasure and the like run as jobs, after every entry queued before them is
+                # applied: close the active log segment and delete the applied ones, so that
+                # no log file keeps what a job removes.
+                self.log.release(self.applied_lsn, rotate=True)
             for job in jobs:
                 job.run()
             self._maybe_compact()
 
     def _commit(self, batch: list[_Pending]) -> None:
         records = [r for p in batch for r in p.records]
+        lsn = max(p.lsn for p in batch)
+        logged = sum(len(p.records) for p in batch if p.lsn)
         started = time.perf_counter()
         try:
             commit = Commit(self, records)
+            commit.log_lsn = lsn
             result = commit.run()
         except Exception as e:
             if len(batch) > 1:
@@ -280,7 +377,11 @@ class AccountStore:
                 return
             log.exception("commit failed for account %s", self.account_id)
             batch[0].future.set_exception(e)
+            if lsn:
+                self._skip_entry(lsn, logged)
             return
+        if lsn:
+            self._applied(lsn, logged)
         if self.identity.complete and len(self.identity.ids) > IDENTITY_CACHE_MAX:
             self.identity.complete = False  # past the bound: back to looking keys up
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
@@ -308,6 +409,19 @@ class AccountStore:
                     psub(self.account_id, touched)
                 except Exception:
                     log.exception("profile subscriber failed for account %s", self.account_id)
+
+    def _skip_entry(self, lsn: int, records: int) -> None:
+        """A log entry that no commit accepts (a defect, or e.g. a full disk) is logged and
+        passed over, so that it cannot block every later entry or each restart."""
+        log.error("account %s: ingest log entry %d (%d records) could not be committed and "
+                  "is skipped", self.account_id, lsn, records)
+        metrics.LOG_SKIPPED.inc(records)
+        try:
+            self.writer_cursor.execute("INSERT OR REPLACE INTO meta VALUES ('log_applied', ?)",
+                                       [str(max(lsn, self.applied_lsn))])
+        except Exception:
+            log.exception("account %s: could not record the skipped log entry", self.account_id)
+        self._applied(lsn, records)
 
     # -- compaction -------------------------------------------------------------------------
     def recent_rows(self) -> int:
@@ -373,7 +487,9 @@ class AccountStore:
 
     # -- reads ----------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A read cursor on the account database; sees every committed record."""
+        """A read cursor on the account database; sees every acknowledged record (waits for
+        the writer to apply acknowledged log entries first, usually a few milliseconds)."""
+        self.wait_applied()
         with self._db_lock:
             cur = self.db.cursor()
             cur.execute("USE acct")  # each cursor starts on the default (in-memory) catalog
@@ -431,8 +547,12 @@ class AccountStore:
         if self._closed:
             return
         self._closed = True
+        if self.log is not None:
+            self.log.close()  # queued appends are written and handed to the writer first
         self._queue.put(None)
         self._thread.join()
+        if self.log is not None:
+            self.log.release(self.applied_lsn, rotate=True)
         try:
             self.writer_cursor.execute("CHECKPOINT")
         finally:

@@ -88,6 +88,7 @@ class Commit:
         self.now = clock.now()
         self.resolver = Resolver(store.identity, store.lookup_identities)
         self.plan = _Plan()
+        self.log_lsn = 0  # the last ingest log entry in this commit, stored with its rows
 
     # -- planning (pure, in memory) -----------------------------------------------------
     def plan_records(self) -> list[RecordError | None]:
@@ -199,6 +200,9 @@ class Commit:
                 self._write_event_catalog(cur)
                 cur.unregister("_new_events")
             self._write_record_ids(cur)
+            if self.log_lsn:
+                cur.execute("INSERT OR REPLACE INTO meta VALUES ('log_applied', ?)",
+                            [str(self.log_lsn)])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

@@ -11,3 +11,5 @@ COMMIT_SECONDS = Histogram("nudge_commit_seconds", "Group commit latency",
                                     2.5, 5))
 COMMIT_RECORDS = Histogram("nudge_commit_records", "Records per group commit",
                            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000))
+LOG_SKIPPED = Counter("nudge_ingest_log_skipped_records_total",
+                      "Logged records that no commit accepted (each is logged as an error)")

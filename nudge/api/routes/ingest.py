@@ -48,7 +48,7 @@ async def store_records(store: AccountStore, records: list[Record],
                         errors: list[RecordError]) -> BatchResult:
     result = BatchResult(errors=list(errors))
     if records:
-        committed = await store.submit(records)
+        committed = await store.submit_logged(records)
         for err in committed.errors:
             if err is not None:
                 result.errors.append(err)
