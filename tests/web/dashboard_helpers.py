@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pyotp
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from conftest import NudgeServer
 
@@ -49,3 +49,14 @@ def enroll_and_sign_in(page: Page, srv: NudgeServer, email: str) -> pyotp.TOTP:
     page.get_by_role("link", name="Continue").click()
     expect(page.get_by_role("navigation", name="Main")).to_be_visible()
     return totp
+
+
+def signed_in(browser: Browser, srv: NudgeServer, email: str) -> BrowserContext:
+    """A new browser context signed in through ``POST /auth/login`` (the sign-in pages have
+    their own tests; a request is not bound by the 5 s wait of an assertion on a loaded
+    machine)."""
+    ctx = browser.new_context()
+    r = ctx.request.post(srv.url + "/auth/login", data={"email": email, "password": PASSWORD},
+                         timeout=120_000)
+    assert r.ok and r.json()["stage"] == "full", r.text()
+    return ctx

@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from dashboard_helpers import add_user, sign_in
-from playwright.sync_api import Browser, Page, expect
+from dashboard_helpers import add_user, signed_in
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from conftest import NudgeServer
 from tests.engage import engage_helpers as h
@@ -42,18 +42,25 @@ def srv(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[
         s.stop()
 
 
+@pytest.fixture(scope="module")
+def marketer_context(browser: Browser, srv: NudgeServer) -> Iterator[BrowserContext]:
+    ctx = signed_in(browser, srv, MARKETER)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
 @pytest.fixture
-def page(browser: Browser, srv: NudgeServer) -> Iterator[Page]:
-    ctx = browser.new_context()
-    p = ctx.new_page()
+def page(marketer_context: BrowserContext) -> Iterator[Page]:
+    p = marketer_context.new_page()
     errors: list[str] = []
     p.on("pageerror", lambda e: errors.append(str(e)))
-    sign_in(p, srv, MARKETER)
     try:
         yield p
         assert not errors, f"script errors on the page: {errors}"
     finally:
-        ctx.close()
+        p.close()
 
 
 def _email(page: Page, subject: str, text: str) -> None:

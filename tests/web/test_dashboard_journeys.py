@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dashboard_helpers import add_user, sign_in
+from dashboard_helpers import add_user, signed_in
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from conftest import NudgeServer
@@ -46,18 +46,25 @@ def srv(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[
         s.stop()
 
 
+@pytest.fixture(scope="module")
+def marketer_context(browser: Browser, srv: NudgeServer) -> Iterator[BrowserContext]:
+    ctx = signed_in(browser, srv, MARKETER)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
 @pytest.fixture
-def marketer(browser: Browser, srv: NudgeServer) -> Iterator[Page]:
-    ctx = browser.new_context()
-    page = ctx.new_page()
+def marketer(marketer_context: BrowserContext) -> Iterator[Page]:
+    page = marketer_context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    sign_in(page, srv, MARKETER)
     try:
         yield page
         assert not errors, f"script errors on the page: {errors}"
     finally:
-        ctx.close()
+        page.close()
 
 
 def _node(page: Page, nid: str) -> Any:
@@ -214,10 +221,9 @@ def test_viewer_sees_no_edit_controls_and_forged_writes_are_refused(
     j = h.api(srv, "POST", "/1/journeys", {
         "name": "Read only", "entry": {"api": True}, "start": "bye",
         "nodes": [{"id": "bye", "type": "exit"}]}, ok=201).json()
-    ctx: BrowserContext = browser.new_context()
+    ctx = signed_in(browser, srv, VIEWER)
     try:
         page = ctx.new_page()
-        sign_in(page, srv, VIEWER)
         page.goto(f"{srv.url}/ui/{srv.account_id}/journeys")
         expect(page.locator("#new-journey")).to_have_count(0)
         page.get_by_role("link", name="Read only").click()

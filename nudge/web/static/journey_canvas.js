@@ -481,7 +481,7 @@
     if (!(await check(r))) return false;
     if (!jid) { jid = r.data.id; history.replaceState(null, "", `${S.base}/journeys/${jid}`); }
     setStatus(r.data.status, r.data.version);
-    say("Saved.", true);
+    say(["published", "paused"].includes(status) ? "Saved as the draft: people keep following the published version until you publish again." : "Saved.", true);
     return true;
   }
   async function transition(name) {
