@@ -15,7 +15,13 @@ import pytest
 
 from conftest import NudgeServer
 from tests.engage import engage_helpers as h
-from tests.engage.providers import SmtpServer, TwilioServer, WebhookReceiver, tls_pair
+from tests.engage.providers import (
+    SmtpServer,
+    TwilioServer,
+    WebhookReceiver,
+    WhatsAppServer,
+    tls_pair,
+)
 
 SECRET = "policy-webhook-secret-0123"  # noqa: S105 - a test receiver's secret
 
@@ -222,3 +228,38 @@ def test_outbound_event_webhooks_and_delivery_callbacks(srv: NudgeServer,
     assert h.outbox(srv, campaign_id=c["id"])[0]["status"] == "delivered"
     rep = h.api(srv, "GET", f"/1/campaigns/{c['id']}/report", ok=200).json()
     assert rep["by_variant_channel"][0]["delivered"] == 1
+
+
+def test_whatsapp_status_webhooks_mark_delivered_and_read(srv: NudgeServer) -> None:
+    """A template message through the WhatsApp Cloud API server, then the Cloud API's own
+    status webhooks (entry[].changes[].value.statuses[]) on the signed callback URL."""
+    with WhatsAppServer() as wa:
+        h.configure(srv, "whatsapp", wa.channel_config())
+        h.profiles(srv, [{"identity": "wa1", "grp": "wa", "Phone": "+15550002222"}])
+        c = h.campaign(srv, {"name": "wa", "channels": ["whatsapp"], "audience": seg("wa"),
+                             "content": {"whatsapp": {"template": "order_update",
+                                                      "language": "en_US",
+                                                      "params": ["{{ profile.identity }}"]}}})
+        (m,) = settled(srv, c["id"], 1)
+        assert m["status"] == "sent" and m["provider_id"].startswith("wamid.")
+        assert wa.accepted[-1].json["template"]["name"] == "order_update"
+    path = urlsplit(h.api(srv, "GET", "/1/engage/callbacks", ok=200).json()["whatsapp"]).path
+
+    def status(st: str) -> dict[str, Any]:
+        return {"object": "whatsapp_business_account", "entry": [{
+            "id": "WABA-1", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"phone_number_id": "106540352242922"},
+                "statuses": [{"id": m["provider_id"], "status": st,
+                              "timestamp": str(int(time.time())),
+                              "recipient_id": "15550002222"}]}}]}]}
+
+    assert httpx.post(srv.url + path[:-4] + "0000", json=status("read")).status_code == 401
+    for st in ("sent", "delivered", "read", "read"):  # "sent" is not a stage; repeats are no-ops
+        r = httpx.post(srv.url + path, json=status(st))
+        assert r.status_code == 200, r.text
+    (after,) = h.outbox(srv, campaign_id=c["id"])
+    assert after["status"] == "delivered" and after["opened_at"] is not None
+    cell = h.api(srv, "GET", f"/1/campaigns/{c['id']}/report", ok=200).json()[
+        "by_variant_channel"][0]
+    assert (cell["delivered"], cell["opened"]) == (1, 1)
