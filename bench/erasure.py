@@ -13,6 +13,11 @@ Two copies of the ``bench/datasets.py`` account store (encrypted, as servers ope
 
 Each round erases a different person of about the same activity on both sides (the heaviest
 users first); figures are medians.
+
+Then the **rewrite** that crypto-shreds what the erasures left in the file
+(``nudge/privacy/shred.py``: CHECKPOINT, a new key, ``COPY FROM DATABASE`` into a fresh
+encrypted file, fsync, swap, the old key destroyed, reopen), beside the floor any rewrite
+has: copying the same file byte for byte (``shutil.copyfile`` + fsync). ``--rewrites`` runs.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ from bench import datasets
 from bench.common import header, loadavg, median, ratio, table
 from bench.encryption import KEY, stores
 from nudge.config import load_settings
+from nudge.privacy import shred, storage
 from nudge.privacy.gdpr import Subject, erase_on_writer
+from nudge.privacy.keys import keyring_for
 from nudge.store.account import AccountStore
+from nudge.tenancy.accounts import AccountDirectory
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--events", type=int, default=10_000_000)
     p.add_argument("--dir", help="data set directory (bench/datasets.py; built if missing)")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--rewrites", type=int, default=3)
     args = p.parse_args(argv)
     header(f"GDPR erasure: one person at a time in a {args.events:,}-event store")
     directory = Path(args.dir or Path(tempfile.gettempdir()) /
@@ -78,15 +87,50 @@ def main(argv: list[str] | None = None) -> None:
                     t_ref.append(time.perf_counter() - t)
             rows.append([r + 1, f"{mine[2]:,}", t_ours[-1] * 1000, f"{theirs[2]:,}",
                          t_ref[-1] * 1000])
-        ours.close()
         ref.close()
         print(table(["round", "nudge: events", "nudge ms", "duckdb: events", "duckdb ms"],
                     rows))
         mo, mr = median(t_ours) * 1000, median(t_ref) * 1000
         print(f"\n# median: nudge {mo:.0f} ms, bare DuckDB deletes {mr:.0f} ms "
               f"({ratio(mo, mr)}); load {loadavg()}")
+        _rewrites(ours, tmp, args.rewrites)
+        ours.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rewrites(store: AccountStore, tmp: Path, n: int) -> None:
+    """The rewrite after erasure, timed on the writer, beside a byte copy of the file."""
+    settings = load_settings({}, data_dir=tmp / "control")
+    keyring = keyring_for(settings)
+    account = AccountDirectory(keyring.engine).create("bench-shred").account
+    store.account_id = account.id  # the file keys belong to a real account row
+    events = store.writer_cursor.execute("SELECT count(*) FROM events").fetchone()[0]
+    t_ours: list[float] = []
+    t_copy: list[float] = []
+    rows = []
+    for r in range(n):
+        for side in (("ours", "copy") if r % 2 == 0 else ("copy", "ours")):
+            if side == "ours":
+                t = time.perf_counter()
+                result = store.run_on_writer(lambda: shred.rewrite_on_writer(store, keyring)
+                                             ).result()
+                t_ours.append(time.perf_counter() - t)
+            else:
+                t = time.perf_counter()
+                shutil.copyfile(store.path, tmp / "copy.duckdb")
+                storage.fsync(tmp / "copy.duckdb")
+                t_copy.append(time.perf_counter() - t)
+                (tmp / "copy.duckdb").unlink()
+        rows.append([r + 1, f"{result['bytes_before'] / 1e6:,.0f}",
+                     f"{result['bytes_after'] / 1e6:,.0f}", t_ours[-1] * 1000,
+                     t_copy[-1] * 1000])
+    print(f"\n## Rewrite under a new key ({events:,} events)")
+    print(table(["round", "MB before", "MB after", "rewrite ms", "file copy ms"], rows))
+    mo, mc = median(t_ours) * 1000, median(t_copy) * 1000
+    print(f"\n# median: rewrite {mo:.0f} ms, byte copy {mc:.0f} ms ({ratio(mo, mc)}); "
+          f"load {loadavg()}")
+    keyring.engine.dispose()
 
 
 def _bare_delete(store: AccountStore, uid: int) -> None:

@@ -213,7 +213,11 @@ def _copy_sqlite(url: str, dst: Path) -> None:
 
 
 def _snapshot_account(store: AccountStore, dst: Path) -> dict[str, Any]:
-    """Writer thread: checkpoint, copy the file, count and checksum what was copied."""
+    """Writer thread: checkpoint, copy the file, count and checksum what was copied.
+
+    Requests acknowledged from the ingest log but not yet committed are committed first, so
+    the copy holds every record acknowledged before the backup reached this account."""
+    store.commit_queued()
     cur = store.writer_cursor
     cur.execute("CHECKPOINT")
     dst.parent.mkdir(parents=True, exist_ok=True)
