@@ -4,7 +4,7 @@ event-to-advance latency for waiting users (p50/p99).
 **Throughput** (in one process, CPU seconds; the machine is shared, so wall time is printed
 beside): an account store with ``--users`` profiles (tier gold/silver, an email, one of four
 timezones) and a SQLite control store. A published journey enters everyone in the segment
-``tier exists`` (``JourneyEngine.enter_segment``: segment evaluated on the live store, re-entry
+``tier exists`` (``segment_entry.enter_all``: segment evaluated on the live store, re-entry
 check, ``journey_entries`` inserted in batches of 5,000, one transaction each), then
 ``JourneyEngine.tick`` advances everyone through five nodes — send (an email campaign: render,
 policy, outbox row through ``expand.build_rows``), A/B split, webhook (outbox row), profile
@@ -23,6 +23,12 @@ Reference in the same run: the upload round trip.
 
     python -m bench.journeys                          # 100k users, 300 waiting
     python -m bench.journeys --users 20000 --waiting 100
+    python -m bench.journeys --only segment        # live segment entry latency
+
+**Live segment entry** (real ``nudge serve``): a journey whose entry segment is "did
+Qualify" (reconciliation poll one hour, so only the live path enters); ``--waiting`` people
+each upload one Qualify event at ``--rate``/s; latency from the upload's response to the
+receiver getting the webhook of the journey's first node.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from bench.engage_campaign import InstantChannel, load_users
 from nudge.config import load_settings
 from nudge.engage.directory import CampaignDirectory
 from nudge.engage.service import Engage
+from nudge.journeys import segment_entry
 from nudge.journeys.directory import JourneyDirectory
 from nudge.journeys.engine import JourneyEngine
 from nudge.journeys.model import JourneyBuilder
@@ -106,7 +113,7 @@ def throughput(users: int, tmp: Path) -> None:
     j = eng.version(jid, 1)
 
     w0, c0 = time.perf_counter(), time.process_time()
-    entered = eng.enter_segment(acct.id, jid, 1, j)
+    entered = segment_entry.enter_all(eng, acct.id, jid, 1, j)
     enter_cpu, enter_wall = time.process_time() - c0, time.perf_counter() - w0
     w0, c0 = time.perf_counter(), time.process_time()
     steps = 0
@@ -218,12 +225,61 @@ def latency(waiting: int, rate: float) -> None:
     print(f"\nadvanced {len(lat)}/{waiting}; load average {loadavg()}")
 
 
+def segment_latency(people: int, rate: float) -> None:
+    """Live segment entry: event that qualifies a person → their first node's webhook.
+
+    The journey's entry segment is "did Qualify"; the reconciliation poll is an hour, so
+    only the live path (the commit's changed users tested against the segment) enters."""
+    rx = Receiver()
+    url = f"http://127.0.0.1:{rx.port}/hook"
+    with Server(env={"NUDGE_ENGAGE_POLL_MS": "250",
+                     "NUDGE_JOURNEY_SEGMENT_POLL_S": "3600"}) as srv:
+        c = httpx.Client(base_url=srv.url, headers=srv.headers, timeout=30)
+        assert c.put("/1/channels/webhook", json={
+            "provider": "http", "url": url, "secret": "bench-secret-0123456789"}).is_success
+        users = [{"type": "profile", "identity": f"s{i}", "ts": int(time.time()),
+                  "profileData": {"n": i}} for i in range(people)]
+        for i in range(0, len(users), 1000):
+            assert c.post("/1/upload", json={"d": users[i:i + 1000]}).is_success
+        body = (JourneyBuilder("live segment").start("hook").webhook("hook", url, "x")
+                .exit("x").to_json() | {"entry": {"segment": {"did": {"event": "Qualify"}}}})
+        jid = c.post("/1/journeys", json=body).json()["id"]
+        assert c.post(f"/1/journeys/{jid}/publish").is_success
+        uid = {i: c.get(f"/1/journeys/{jid}/users", params={"identity": f"s{i}"})
+               .json()["user_id"] for i in range(people)}
+        acked: dict[int, float] = {}
+        rtt: list[float] = []
+        gap = 1.0 / rate
+        for i in range(people):
+            t0 = time.perf_counter()
+            resp = c.post("/1/upload", json={"d": [{
+                "type": "event", "identity": f"s{i}", "ts": int(time.time()),
+                "evtName": "Qualify", "evtData": {}}]})
+            t1 = time.perf_counter()
+            assert resp.is_success, resp.text
+            acked[uid[i]] = t1
+            rtt.append(t1 - t0)
+            time.sleep(max(0.0, gap - (time.perf_counter() - t0)))
+        deadline = time.monotonic() + 30
+        while len(rx.arrived) < people and time.monotonic() < deadline:
+            time.sleep(0.1)
+    lat = [rx.arrived[u] - acked[u] for u in acked if u in rx.arrived]
+    header(f"journeys: live segment entry, {people} people qualifying at {rate:g}/s")
+    print(table(["measure", "p50", "p99", "max"], [
+        ["ack → first node's webhook reached the receiver",
+         f"{median(lat) * 1000:.0f} ms", f"{percentile(lat, 99) * 1000:.0f} ms",
+         f"{max(lat) * 1000:.0f} ms"],
+        ["reference: upload request → ack", f"{median(rtt) * 1000:.0f} ms",
+         f"{percentile(rtt, 99) * 1000:.0f} ms", f"{max(rtt) * 1000:.0f} ms"]]))
+    print(f"\nentered {len(lat)}/{people}; load average {loadavg()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--waiting", type=int, default=300)
     ap.add_argument("--rate", type=float, default=20.0)
-    ap.add_argument("--only", choices=("throughput", "latency"), default=None)
+    ap.add_argument("--only", choices=("throughput", "latency", "segment"), default=None)
     args = ap.parse_args()
     if args.only != "latency":
         tmp = Path(tempfile.mkdtemp(prefix="journey-bench-"))
@@ -231,8 +287,10 @@ def main() -> None:
             throughput(args.users, tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    if args.only != "throughput":
+    if args.only in (None, "latency"):
         latency(args.waiting, args.rate)
+    if args.only in (None, "segment"):
+        segment_latency(args.waiting, args.rate)
 
 
 if __name__ == "__main__":

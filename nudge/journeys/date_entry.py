@@ -35,6 +35,7 @@ from nudge.clock import clock
 from nudge.engage.compose import TZ_PROPS, _valid_zone
 from nudge.store import control
 
+from .leases import upsert
 from .model import Journey
 from .timers import _resolve, property_time
 
@@ -107,11 +108,11 @@ def _naive(ts: float) -> dt.datetime:
 
 
 def due(store: AccountStore, j: Journey, account_tz: str, start: float, end: float
-        ) -> list[tuple[int, str, dict[str, Any]]]:
+        ) -> list[tuple[int, str, dict[str, Any] | None]]:
     """(user, entry key, context) for every occurrence in (start, end]."""
     e = j.entry
     shift = e["offset_days"] * 86400.0 + e["at_minutes"] * 60.0
-    out = []
+    out: list[tuple[int, str, dict[str, Any] | None]] = []
     for uid, value, tzp in candidates(store, e["date_property"], start - shift - SLACK,
                                       end - shift + SLACK):
         tz = next((str(tzp[k]) for k in TZ_PROPS if _valid_zone(tzp.get(k))), account_tz)
@@ -146,7 +147,7 @@ def scan(eng: JourneyEngine) -> int:
             continue
         store = eng.engage.stores.get(r.account_id)
         people = due(store, j, eng.engage.timezone(r.account_id), start, now)
-        people.sort(key=lambda p: p[2]["$ts"])
+        people.sort(key=lambda p: (p[2] or {})["$ts"])
         batch = eng.settings.journey_entry_batch
         for i in range(0, len(people), batch):
             n += eng.enter(r.account_id, r.id, r.version, people[i:i + batch])
@@ -161,10 +162,6 @@ def scan(eng: JourneyEngine) -> int:
 
 
 def _set_watermark(conn: Any, journey_id: int, at: float) -> None:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    ins = insert(W).values(journey_id=journey_id, scanned_to=at)
+    ins = upsert(conn, W).values(journey_id=journey_id, scanned_to=at)
     conn.execute(ins.on_conflict_do_update(index_elements=[W.c.journey_id],
                                            set_={"scanned_to": ins.excluded.scanned_to}))

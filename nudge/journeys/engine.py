@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -37,7 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from nudge.clock import clock
-from nudge.engage import outbox
+from nudge.engage import outbox, sealing
 from nudge.engage.bus import _plain, matches
 from nudge.engage.directory import CampaignDirectory, spec_of
 from nudge.engage.expand import build_rows, segment_engine
@@ -51,6 +52,7 @@ from nudge.store import account as account_store
 from nudge.store import control
 
 from . import date_entry, leases, segment_entry
+from .caps import JourneyCaps
 from .model import EventMatch, Journey, Node, parse
 from .timers import delay_until
 
@@ -280,6 +282,13 @@ class JourneyEngine:
         runner.sends(plans)
         runner.write_profiles(plans)
         planned = sum(len(p.steps) for p in plans)
+        # Seal outbox rows now, not inside the transaction below: sealing may create the
+        # account's data key through another connection, which would wait for the write
+        # lock that transaction holds (a self-deadlock until busy_timeout).
+        keyring = sealing.keyring_of(self.engine) if any(p.outbox for p in plans) else None
+        for p in plans:
+            if p.outbox and keyring is not None:
+                p.outbox = [sealing.seal_outbox_row(keyring, dict(r)) for r in p.outbox]
         with self.lock, self.engine.begin() as conn:
             # An event (in any process) may have moved an entry since it was claimed: only
             # plans whose entry is still at the same step are applied (compare-and-set on
@@ -464,14 +473,7 @@ def _insert_ignore(conn: Any, table: sa.Table, rows: list[dict[str, Any]],
                    keys: tuple[str, ...]) -> int:
     if not rows:
         return 0
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt: Any = pg_insert(table).on_conflict_do_nothing(index_elements=list(keys))
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    stmt = leases.upsert(conn, table).on_conflict_do_nothing(index_elements=list(keys))
     res = conn.execute(stmt, rows)
     return int(res.rowcount or 0) if res.rowcount is not None and res.rowcount >= 0 else len(rows)
 
@@ -486,6 +488,7 @@ class _Runner:
         self.pending_sends: list[tuple[Step, Node, int, str]] = []
         self.account_tz: dict[str, str] = {}
         self._seg: dict[tuple[str, str], Any] = {}
+        self._caps: dict[tuple[str, int], JourneyCaps] = {}
 
     def tz(self, account_id: str, uid: int) -> str:
         p = self.props(account_id, uid)
@@ -622,7 +625,7 @@ class _Runner:
             # event condition over [entered_at, now], so property filters compile to the
             # same SQL (typed columns, JSON overflow) as in segments.
             seg = Did(EventSpec(node.did.event, node.did.where), ">=", node.did_count,
-                      Window("between", start=float(en.entered_at) - 1.0, end=self.now + 1.0))
+                      Window("between", start=float(en.entered_at), end=self.now + 1.0))
         else:
             assert node.segment is not None
             seg = (parse_segment(saved.get(int(node.segment["segment_id"])).definition,
@@ -634,20 +637,28 @@ class _Runner:
     def sends(self, plans: list[Step]) -> None:
         """Outbox rows for every send step of the batch, through the campaign's render and
         policy path (build_rows); keys carry journey, version, entry and node."""
-        groups: dict[tuple[str, int, str], list[tuple[Step, Node, int, str]]] = {}
+        groups: dict[tuple[str, int, int, int, str], list[tuple[Step, Node, int, str]]] = {}
         for s in self.pending_sends:
             en = s[0].entry
             ctx_key = en.context or ""
-            groups.setdefault((en.account_id, s[1].campaign_id or 0, ctx_key), []).append(s)
-        for (account_id, cid, ctx_key), items in groups.items():
+            groups.setdefault((en.account_id, en.journey_id, en.version,
+                               s[1].campaign_id or 0, ctx_key), []).append(s)
+        for (account_id, jid, version, cid, ctx_key), items in groups.items():
             try:
                 c = CampaignDirectory(self.eng.engine, account_id).get(cid)
             except NotFound:
                 log.warning("journey send: no campaign %s in account %s", cid, account_id)
                 continue
             spec = spec_of(c)
+            j = self.eng.version(jid, version)
+            if j.quiet_hours is not None:  # the journey's quiet hours, through the policy
+                spec = dataclasses.replace(spec, quiet_hours=j.quiet_hours)
+            if j.caps:
+                items = self._within_caps(account_id, jid, j, spec.channels, items)
             event = _event_ctx(ctx_key)
             uids = [p.entry.user_id for p, *_ in items]
+            if not uids:
+                continue
             rows = build_rows(self.eng.engage, c, spec, "journey", uids, event=event)
             by_uid = {r["user_id"]: r for r in rows}
             for p, _node, _seq, node_id in items:
@@ -663,6 +674,28 @@ class _Runner:
                                    "entry": en.id, "node": node_id}
                 r["meta"] = json.dumps(meta)
                 p.outbox.append(r)
+
+    def _within_caps(self, account_id: str, journey_id: int, j: Journey,
+                     channels: tuple[str, ...], items: list[tuple[Step, Node, int, str]]
+                     ) -> list[tuple[Step, Node, int, str]]:
+        """The sends the journey's caps allow; the others' steps say ``capped``."""
+        key = (account_id, journey_id)
+        if key not in self._caps:
+            self._caps[key] = JourneyCaps(self.eng.engine, account_id, journey_id, j.caps,
+                                          self.now)
+        gate = self._caps[key]
+        gate.load([p.entry.user_id for p, *_ in items])
+        out = []
+        for it in items:
+            p, node, seq, node_id = it
+            if gate.allows(p.entry.user_id, channels):
+                out.append(it)
+                continue
+            sk = step_key(p.entry.journey_id, p.entry.version, p.entry.id, seq, node_id)
+            for st in p.steps:
+                if st["step_key"] == sk:
+                    st["outcome"] = f"capped c{node.campaign_id}"
+        return out
 
     def write_profiles(self, plans: list[Step]) -> None:
         """Profile updates, durable in the account store before the steps commit."""

@@ -46,12 +46,14 @@ def begin_write(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _upsert(conn: Connection) -> Any:
+def upsert(conn: Connection, table: sa.Table) -> Any:
+    """An INSERT with ``on_conflict_do_nothing`` / ``_do_update`` in the connection's
+    dialect (SQLite and PostgreSQL spell upserts the same way in SQLAlchemy)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(L)
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    return insert(table)
 
 
 def claim(engine: Engine, owner: str, live: set[int], now: float, limit: int,
@@ -66,7 +68,7 @@ def claim(engine: Engine, owner: str, live: set[int], now: float, limit: int,
     if not ids:
         return []
     with engine.begin() as conn:
-        ins = _upsert(conn)
+        ins = upsert(conn, L)
         stmt = ins.on_conflict_do_update(
             index_elements=[L.c.entry_id],
             set_={"owner": ins.excluded.owner, "expires_at": ins.excluded.expires_at},

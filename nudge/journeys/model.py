@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nudge.engage.campaigns import _clock_time, _obj, bad, duration
+from nudge.engage.campaigns import Cap, QuietHours, _clock_time, _obj, bad, caps, duration
+from nudge.engage.campaigns import quiet_hours as parse_quiet_hours
 from nudge.query.segments.model import DefinitionError, Filter, _Parser
 
 NODE_TYPES = ("send", "delay", "wait_event", "condition", "split", "update_profile",
@@ -105,6 +106,8 @@ class Journey:
     reentry_after: float
     max_entries: int | None
     max_users: int | None
+    quiet_hours: QuietHours | None = None  # replaces the sent campaigns' own (caps.py)
+    caps: tuple[Cap, ...] = ()  # messages from this journey per person (caps.py)
 
     @property
     def segment_entry(self) -> bool:
@@ -331,7 +334,7 @@ def _entry(v: Any) -> tuple[dict[str, Any], EventMatch | None]:
 def parse(body: Any) -> Journey:
     """The definition as frozen nodes; raises ``ValidationError`` naming the field."""
     o = _obj(body, "", ("name", "entry", "start", "nodes", "goal", "exit_when", "reentry",
-                        "max_users", "description"))
+                        "max_users", "quiet_hours", "caps", "description"))
     name = _str(o.get("name"), "name")
     entry, entry_event = _entry(o.get("entry"))
     nodes_raw = o.get("nodes")
@@ -367,7 +370,8 @@ def parse(body: Any) -> Journey:
     if mu is not None and (not isinstance(mu, int) or isinstance(mu, bool) or mu < 1):
         raise bad("max_users", "must be a positive integer")
     return Journey(name, entry, entry_event, start, nodes, tuple(nodes), goal, exit_when, mode,
-                   after, me, mu)
+                   after, me, mu, parse_quiet_hours(o.get("quiet_hours"), "quiet_hours"),
+                   caps(o.get("caps"), "caps"))
 
 
 def json_schema() -> dict[str, Any]:
@@ -451,6 +455,14 @@ def json_schema() -> dict[str, Any]:
                 "mode": {"enum": list(REENTRY)}, "after": dur,
                 "max_entries": {"type": "integer", "minimum": 1}}},
             "max_users": {"type": "integer", "minimum": 1},
+            "quiet_hours": {"type": "object", "required": ["start", "end"],
+                            "additionalProperties": False, "properties": {
+                                "start": {"type": "string"}, "end": {"type": "string"},
+                                "action": {"enum": ["delay", "drop"]}}},
+            "caps": {"type": "array", "maxItems": 20, "items": {
+                "type": "object", "required": ["max", "per"], "additionalProperties": False,
+                "properties": {"max": {"type": "integer", "minimum": 0}, "per": dur,
+                               "channel": {"type": "string"}}}},
         },
     }
 
@@ -548,6 +560,16 @@ class JourneyBuilder:
                 max_entries: int | None = None) -> JourneyBuilder:
         self._d["reentry"] = {k: v for k, v in (("mode", mode), ("after", after),
                                                  ("max_entries", max_entries)) if v is not None}
+        return self
+
+    def quiet_hours(self, start: str, end: str, action: str = "delay") -> JourneyBuilder:
+        self._d["quiet_hours"] = {"start": start, "end": end, "action": action}
+        return self
+
+    def cap(self, max: int, per: dict[str, Any], channel: str | None = None
+            ) -> JourneyBuilder:
+        self._d.setdefault("caps", []).append(
+            {"max": max, "per": per, **({"channel": channel} if channel else {})})
         return self
 
     def max_users(self, n: int) -> JourneyBuilder:

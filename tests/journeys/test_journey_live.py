@@ -11,6 +11,7 @@ in-process server (real HTTP, real DuckDB and SQLite files).
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,6 +196,7 @@ def test_claims_are_disjoint_and_lapse(srv: LocalServer) -> None:
     assert {r.id for r in c} == {r.id for r in a} | {r.id for r in b}
     with eng.begin() as conn:
         leases.release(conn, "engine-c", [r.id for r in c])
+    h.api(srv, "POST", f"/1/journeys/{jid}/stop", ok=200)  # nobody left due for later tests
 
 
 def test_two_engines_never_run_the_same_step(srv: LocalServer) -> None:
@@ -214,7 +216,7 @@ def test_two_engines_never_run_the_same_step(srv: LocalServer) -> None:
         with eng.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
 
-    steps = sa.select(sa.func.count()).select_from(S).where(S.c.journey_id == jid)
+    steps = sa.select(sa.func.count()).select_from(S)  # every journey's: planned counts all
     h.wait_for(lambda: q(sa.select(sa.func.count()).where(
         E.c.journey_id == jid, E.c.state == "delay")) == n, what="everyone at the delay")
     # Nothing is due now: each engine's planned-step counter only moves after the clock does.
@@ -297,4 +299,45 @@ def test_events_committed_before_a_crash_advance_waiting_users_after_restart(
                    for p in ids[:10])
         assert srv.journeys.feed.replayed >= 14
     finally:
-        srv.stop()
+        srv.stop(keep_clock=True)  # the module's server runs on: time must not go back
+
+
+# -- journey-level quiet hours and caps ------------------------------------------------------
+def journey_outbox(srv: LocalServer, jid: int) -> list[tuple[int, str, str | None]]:
+    o = control.outbox
+    with srv.journeys.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+            sa.select(o.c.user_id, o.c.status, o.c.reason)
+            .where(o.c.occurrence.like(f"j{jid}.%")).order_by(o.c.id))]
+
+
+def test_journey_caps_and_quiet_hours_go_through_the_policy(srv: LocalServer) -> None:
+    h.profiles(srv, [{"identity": p, "Email": f"{p}@example.com", "timezone": "UTC"}
+                     for p in ("cap1", "quiet1")])
+    c = h.campaign(srv, {"name": "journey mail", "kind": "api", "channels": ["email"],
+                         "content": {"email": {"subject": "Hi", "text": "x"}}}, send=False)
+    capped = publish(srv, JourneyBuilder("capped").on_api().start("s1")
+                     .send("s1", c["id"], "d1").delay("d1", "s2", duration={"hours": 1})
+                     .send("s2", c["id"], "d2").delay("d2", "s3", duration={"hours": 1})
+                     .send("s3", c["id"], "x").exit("x").cap(2, {"days": 1}).to_json())
+    h.api(srv, "POST", f"/1/journeys/{capped}/enter", {"to": [{"identity": "cap1"}]}, ok=202)
+    for _ in range(2):
+        h.wait_for(lambda: entries(srv, capped, "cap1")[0]["state"] == "delay"
+                   or entries(srv, capped, "cap1")[0]["status"] == "exited", what="next hold")
+        advance(3601)
+        srv.journeys.wake()
+    h.wait_for(lambda: entries(srv, capped, "cap1")[0]["status"] == "exited", what="cap1 done")
+    steps = [(s["node"], s["outcome"]) for s in entries(srv, capped, "cap1")[0]["steps"]]
+    assert [o for n, o in steps if n.startswith("s")] == [
+        f"send c{c['id']}", f"send c{c['id']}", f"capped c{c['id']}"]
+    assert len(journey_outbox(srv, capped)) == 2
+    # Quiet hours of the journey (the campaign has none) drop a send inside the window in
+    # the person's zone.
+    now = dt.datetime.fromtimestamp(clock.now(), dt.UTC)
+    start, end = ((now + dt.timedelta(hours=k)).strftime("%H:%M") for k in (-1, 2))
+    quiet = publish(srv, JourneyBuilder("quiet").on_api().start("s").send("s", c["id"], "x")
+                    .exit("x").quiet_hours(start, end, "drop").to_json())
+    h.api(srv, "POST", f"/1/journeys/{quiet}/enter", {"to": [{"identity": "quiet1"}]}, ok=202)
+    h.wait_for(lambda: journey_outbox(srv, quiet), what="the quiet-hours decision")
+    [(_, status, reason)] = journey_outbox(srv, quiet)
+    assert (status, reason) == ("skipped", "quiet_hours")
