@@ -47,6 +47,16 @@ def expected_purchases(params: tuple[float, float, float, float], t: float, x: n
     return np.asarray(head / tail)
 
 
+def p_any(params: tuple[float, float, float, float], t: float, x: np.ndarray,
+          t_x: np.ndarray, big_t: np.ndarray) -> np.ndarray:
+    """P(at least one purchase in (T, T + t]): alive (paper eq. 13) and not quiet for t
+    days (drop-out follows a purchase, so a quiet alive customer stays alive)."""
+    r, alpha, a, b = params
+    odds = np.where(x > 0, a / (b + x - 1), 0.0) * ((alpha + big_t) / (alpha + t_x)) ** (r + x)
+    quiet = ((alpha + big_t) / (alpha + big_t + t)) ** (r + x)
+    return np.asarray((1 - quiet) / (1 + odds))
+
+
 def summary(purchases: dict[int, list[float]], cutoff: float) -> tuple[np.ndarray, ...]:
     """(ids, x, t_x, T) in days from each customer's purchase days (epoch days) before
     ``cutoff``; purchases on the same day count once, as in the paper."""

@@ -5,7 +5,9 @@
 weeks after), Nudge trained on earlier cutoffs only (``train_goal``, the path the API
 takes), against BG/NBD (bench/bgnbd.py) fit on the same history. Reported: AUC and
 top-decile lift of both, a paired bootstrap (same resampled customers for both models) of
-the differences, and wall time of Nudge's training next to the BG/NBD fit.
+the differences, bootstrap intervals of each, Brier score and calibration by decile (Nudge's
+calibrated probability; BG/NBD's probability of at least one purchase), and wall time of
+Nudge's training next to the BG/NBD fit.
 
 **Demo** (nudge/demo.py, behaviour-driven e-commerce data): goal "Charged within the next 7
 days" as of the end of the generated window, against ranking people by how recently they
@@ -24,6 +26,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -32,6 +35,7 @@ from bench import bgnbd, cdnow
 from bench.common import header, median
 from nudge.bulk import ingest_chunks
 from nudge.config import Settings
+from nudge.predict.calibration import Platt
 from nudge.predict.features import features_at, outcome_users, plan_features
 from nudge.predict.goals import check_goal
 from nudge.predict.train import train_goal
@@ -49,15 +53,29 @@ def lift(y: np.ndarray, s: np.ndarray) -> float:
 
 def bootstrap(y: np.ndarray, a: np.ndarray, b: np.ndarray, reps: int = 200
               ) -> dict[str, tuple[float, float]]:
-    """95% intervals of (a - b) for AUC and lift over customers resampled with replacement."""
+    """95% intervals over customers resampled with replacement (the same resamples for
+    both models): AUC and lift of ``a``, of ``b``, and of the differences a − b."""
     rng = np.random.default_rng(0)
-    d_auc, d_lift = [], []
+    out: dict[str, list[float]] = {k: [] for k in (
+        "auc_a", "auc_b", "lift_a", "lift_b", "auc", "lift")}
     for _ in range(reps):
         i = rng.integers(0, len(y), len(y))
-        d_auc.append(roc_auc_score(y[i], a[i]) - roc_auc_score(y[i], b[i]))
-        d_lift.append(lift(y[i], a[i]) - lift(y[i], b[i]))
-    q = (2.5, 97.5)
-    return {"auc": tuple(np.percentile(d_auc, q)), "lift": tuple(np.percentile(d_lift, q))}
+        for k, f in (("auc", roc_auc_score), ("lift", lift)):
+            va, vb = f(y[i], a[i]), f(y[i], b[i])
+            out[f"{k}_a"].append(va)
+            out[f"{k}_b"].append(vb)
+            out[k].append(va - vb)
+    return {k: tuple(np.percentile(v, (2.5, 97.5))) for k, v in out.items()}
+
+
+def calibration(y: np.ndarray, p: np.ndarray) -> str:
+    """Mean predicted → observed rate by decile of prediction, lowest first."""
+    order = np.argsort(p, kind="stable")
+    return ", ".join(f"{p[i].mean():.2f}→{y[i].mean():.2f}" for i in np.array_split(order, 10))
+
+
+def brier(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean((p - y) ** 2))
 
 
 def run_cdnow(tmp: Path, cutoffs: int, reps: int) -> None:
@@ -88,30 +106,39 @@ def run_cdnow(tmp: Path, cutoffs: int, reps: int) -> None:
         m = record["metrics"]
         y = np.array([any(CUTOFF / DAY <= d < CUTOFF / DAY + HORIZON for d in purchases[c])
                       for c in ids], dtype=float)
-        ours = _validation_scores(store, goal, now, ids)
+        ours = _validation_scores(store, goal, now, ids, record)
         assert abs(roc_auc_score(y, ours) - m["auc"]) < 1e-9  # the same validated model
-        print(f"positives at the cutoff: {y.mean():.3f} of {len(y):,} customers")
-        print("| model | AUC | top-decile lift | time (median of "
-              f"{reps}) |\n|---|---|---|---|")
-        print(f"| Nudge (HistGradientBoosting, {len(m['training_cutoffs'])} training cutoffs) "
-              f"| {m['auc']:.4f} | {m['top_decile_lift']:.3f} | {median(ours_s):.1f} s "
-              "(features, fit, validate, refit, score) |")
-        print(f"| BG/NBD (r={params[0]:.3f}, α={params[1]:.2f}, a={params[2]:.3f}, "
-              f"b={params[3]:.3f}) | {roc_auc_score(y, expected):.4f} | "
-              f"{lift(y, expected):.3f} | {median(ref_s):.1f} s (fit) |")
+        assert abs(brier(y, ours) - m["brier"]) < 1e-9
+        ref_p = bgnbd.p_any(params, HORIZON, x, t_x, big_t)
         ci = bootstrap(y, ours, expected)
+        print(f"positives at the cutoff: {y.mean():.3f} of {len(y):,} customers")
+        print("| model | AUC [95% CI] | top-decile lift [95% CI] | Brier | mean p | time "
+              f"(median of {reps}) |\n|---|---|---|---|---|---|")
+        print(f"| Nudge (HistGradientBoosting, {len(m['training_cutoffs'])} training cutoffs, "
+              f"calibrated) | {m['auc']:.4f} [{ci['auc_a'][0]:.4f}, {ci['auc_a'][1]:.4f}] | "
+              f"{m['top_decile_lift']:.3f} [{ci['lift_a'][0]:.3f}, {ci['lift_a'][1]:.3f}] | "
+              f"{m['brier']:.4f} (raw {m['brier_uncalibrated']:.4f}) | {ours.mean():.3f} | "
+              f"{median(ours_s):.1f} s (features, 3 fits, score) |")
+        print(f"| BG/NBD (r={params[0]:.3f}, α={params[1]:.2f}, a={params[2]:.3f}, "
+              f"b={params[3]:.3f}) | {roc_auc_score(y, expected):.4f} "
+              f"[{ci['auc_b'][0]:.4f}, {ci['auc_b'][1]:.4f}] | {lift(y, expected):.3f} "
+              f"[{ci['lift_b'][0]:.3f}, {ci['lift_b'][1]:.3f}] | {brier(y, ref_p):.4f} "
+              f"(P(≥1 purchase)) | {ref_p.mean():.3f} | {median(ref_s):.1f} s (fit) |")
         print(f"paired bootstrap, Nudge − BG/NBD, 95%: AUC [{ci['auc'][0]:+.4f}, "
               f"{ci['auc'][1]:+.4f}], lift [{ci['lift'][0]:+.3f}, {ci['lift'][1]:+.3f}]")
-        print("calibration at the cutoff (predicted → observed by decile): " + ", ".join(
-            f"{c['predicted']:.2f}→{c['observed']:.2f}" for c in m["calibration"]))
+        print("calibration at the cutoff (predicted → observed by decile), Nudge: "
+              + calibration(y, ours))
+        print("  BG/NBD P(≥1 purchase): " + calibration(y, ref_p))
+        print(f"  Nudge calibrated on {m['calibrated_on']}")
     finally:
         store.close()
 
 
-def _validation_scores(store: AccountStore, goal: object, now: float,
-                       ids: np.ndarray) -> np.ndarray:
-    """The validated model's scores at the cutoff, in the order of ``ids`` (customer ids):
-    train_goal keeps only metrics, so fit the same model on the same training frames."""
+def _validation_scores(store: AccountStore, goal: object, now: float, ids: np.ndarray,
+                       record: dict[str, Any]) -> np.ndarray:
+    """The validated model's calibrated scores at the cutoff, in the order of ``ids``
+    (customer ids): train_goal keeps only metrics, so fit the same model on the same
+    training frames and apply the calibration it recorded."""
     from nudge.predict import train as tr
 
     validation, train_cuts = tr.cutoffs(store, goal, now)  # type: ignore[arg-type]
@@ -123,7 +150,8 @@ def _validation_scores(store: AccountStore, goal: object, now: float,
     with tr._threads(store):
         model = tr._model(plan, len(y)).fit(x, y)
     uids, xv = features_at(store, plan, validation)
-    p = model.predict_proba(xv)[:, 1]
+    c = record["metrics"]["calibrated_on"]
+    p = Platt(c["slope"], c["intercept"]).apply(model.predict_proba(xv)[:, 1])
     with store.cursor() as cur:
         ident = dict(cur.execute("SELECT user_id, identity FROM profiles").fetchall())
     by_customer = {int(ident[u][1:]): s for u, s in zip(uids, p, strict=True)}
@@ -159,7 +187,12 @@ def run_demo(tmp: Path, users: int, events: int) -> None:
         print(f"| Nudge ({took:.0f} s) | {m['auc']:.4f} | {m['top_decile_lift']:.3f} |")
         print(f"| recency of last purchase | {roc_auc_score(y, score):.4f} | "
               f"{lift(y, score):.3f} |")
-        print(f"positives: {m['base_rate']:.3f} of {m['validation_rows']:,}")
+        print(f"positives: {m['base_rate']:.3f} of {m['validation_rows']:,}; Brier "
+              f"{m['brier']:.4f} (raw {m['brier_uncalibrated']:.4f}); calibration: "
+              + ", ".join(f"{c['predicted']:.2f}→{c['observed']:.2f}"
+                          for c in m["calibration"]))
+        print("observed rate per bucket: " + ", ".join(
+            f"{b} {v['observed']:.3f} ({v['users']})" for b, v in m["buckets"].items()))
     finally:
         store.close()
 

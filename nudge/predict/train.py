@@ -201,6 +201,8 @@ def train_goal(store: AccountStore, goal: Goal, now: float | None = None,
         "trained_at": clock.now(), "as_of": now, "features": plan.names, "path": str(path),
         "metrics": {
             **found, "brier_uncalibrated": _brier(valid.y, raw),
+            "mean_predicted": float(held.apply(raw).mean()),
+            "mean_predicted_uncalibrated": float(raw.mean()),
             "calibrated_on": held.to_dict(), "scores_calibrated_on": calibration.to_dict(),
             "horizon_days": horizon / DAY, "validation_cutoff": validation,
             "training_cutoffs": train_cuts, "boosting_rounds": rounds,
