@@ -21,7 +21,7 @@ from tests.engage.providers import SmtpServer, tls_pair
 
 pytest_plugins = ["browser"]
 
-MARKETER = "wiz@example.com"
+MARKETER, VIEWER = "wiz@example.com", "wizv@example.com"
 FAST = {"NUDGE_ENGAGE_POLL_MS": "50", "NUDGE_ENGAGE_BACKOFF_MS": "300"}
 
 
@@ -36,6 +36,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[
     s = h.start_server(tmp_path_factory.mktemp("nudge"), FAST)
     try:
         add_user(s, MARKETER, "marketer")
+        add_user(s, VIEWER, "viewer")
         h.configure(s, "email", smtp.channel_config())
         yield s
     finally:
@@ -233,3 +234,33 @@ def test_a_bad_cron_is_refused_naming_the_field(page: Page, srv: NudgeServer) ->
     page.click("#create-draft")
     expect(page.locator("#wizard-error")).to_contain_text("schedule.cron")
     assert len(h.api(srv, "GET", "/1/campaigns", ok=200).json()["campaigns"]) == n
+
+
+def test_a_viewer_gets_no_wizard_and_no_lifecycle_and_forged_posts_are_refused(
+        browser: Browser, srv: NudgeServer) -> None:
+    c = h.api(srv, "POST", "/1/campaigns", {
+        "name": "Running one", "kind": "api", "channels": ["email"],
+        "content": {"email": {"subject": "s", "text": "t"}}}, ok=201).json()
+    h.api(srv, "POST", f"/1/campaigns/{c['id']}/send", ok=200)
+    ctx = signed_in(browser, srv, VIEWER)
+    try:
+        page = ctx.new_page()
+        page.goto(f"{srv.url}/ui/{srv.account_id}/campaigns/{c['id']}")
+        expect(page.locator("[data-campaign-status]")).to_have_text("running")
+        expect(page.locator("#campaign-actions")).to_have_count(0)
+        r = page.goto(f"{srv.url}/ui/{srv.account_id}/campaigns/new")
+        assert r is not None and r.status == 403
+        csrf = next(x["value"] for x in ctx.cookies() if x["name"] == "nudge_csrf")
+        base = f"{srv.url}/ui/{srv.account_id}/campaigns"
+        for path in (f"{base}/{c['id']}/pause", f"{base}/{c['id']}/stop", base):
+            resp = ctx.request.post(path, headers={"X-CSRF-Token": csrf, "HX-Request": "true"},
+                                    form={"name": "Forged", "kind": "api",
+                                          "channel_0": "email", "email_subject": "x",
+                                          "email_text": "y"})
+            assert resp.status == 403, (path, resp.status)
+        assert h.api(srv, "GET", f"/1/campaigns/{c['id']}", ok=200).json()["status"] == \
+            "running"
+        names = [x["name"] for x in h.api(srv, "GET", "/1/campaigns", ok=200).json()["campaigns"]]
+        assert "Forged" not in names
+    finally:
+        ctx.close()

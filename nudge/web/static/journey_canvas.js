@@ -110,10 +110,11 @@
     else if (kind === "api") def.entry = {api: true};
     else if (kind === "segment") def.entry = S.segments.length ? {segment_id: S.segments[0].id} : {segment: {}};
     else if (kind === "date" && old !== "date") {
-      const id = newId("on-date");
+      const id = newId("on-date"), below = pos[def.start];
       def.nodes.unshift({id, type: "delay", until_property: "", next: def.start || undefined});
       if (!def.start) delete def.nodes[0].next;
-      pos[id] = {x: freeX(20 + H + GAP_Y), y: 20 + H + GAP_Y};
+      for (const p of Object.values(pos)) p.y += H + GAP_Y;  // room above the old start
+      pos[id] = {x: below ? below.x : 20, y: 20 + H + GAP_Y};
       def.start = id;
       def.entry = {segment: {profile: {property: "", op: "exists"}}};
     }
@@ -341,8 +342,9 @@
       panel.append(...text("Entry event", e.event, (v) => { e.event = v; }, {id: "j-entry-event"}),
         ...json("Entry event filters (JSON list)", e.where, (v) => setOpt(e, "where", v), 'e.g. [{"property": "value", "op": "gte", "value": 10}]'));
     } else if (kind === "segment") {
-      if (S.segments.length) panel.append(...choice("Saved segment", S.segments.map((s) => [s.id, s.name]), e.segment_id, (v) => { def.entry = {segment_id: Number(v)}; }));
-      else panel.append(h("p", {class: "muted"}, "No saved segments yet."));
+      if (S.segments.length) panel.append(...choice("Saved segment", [...S.segments.map((s) => [s.id, s.name]), ["", "(a segment definition)"]], e.segment_id ?? "",
+        (v) => { def.entry = v ? {segment_id: Number(v)} : {segment: {}}; }));
+      if ("segment" in e) panel.append(...json("Segment definition (JSON)", e.segment, (v) => { def.entry = {segment: v || {}}; }, "the segmentation language of docs/segments.md"));
     } else if (kind === "date") {
       panel.append(...text("Date property", e.segment.profile.property, (v) => { e.segment.profile.property = v; node(def.start).until_property = v; }, {id: "j-date-property"}),
         h("p", {class: "muted"}, `People with this profile property enter and wait at node ${def.start} until its date (set an offset there).`));
