@@ -25,6 +25,7 @@ import logging
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -86,11 +87,32 @@ def _insert_ignore(conn: sa.Connection, key: str) -> bool:
     return bool(res.rowcount)
 
 
+def _buckets_engine(engine: Engine) -> Engine:
+    """On SQLite, a connection pool of its own without an fsync per commit
+    (``synchronous=NORMAL`` in WAL mode): a bucket's state need not survive a power cut —
+    losing the last updates only lets a few more requests through — and an fsync per refill
+    is most of its cost (docs/benchmarks.md, *Shared rate limits*). Other control-store
+    writes keep ``synchronous=FULL``; the setting is per connection."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    own = sa.create_engine(engine.url, pool_pre_ping=True)
+
+    def pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
+
+    sa.event.listen(own, "connect", pragmas)
+    return own
+
+
 class RateLimiter:
     """What authorization calls on every request: ``take(key, per_minute)`` or 429."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+        self.engine = _buckets_engine(engine)
         self._blocks: dict[str, _Block] = {}
         self._lock = threading.Lock()
         self.statements = 0  # control-store statements made (benchmarks)
