@@ -61,10 +61,19 @@ self.addEventListener('push', (event) => {
   event.waitUntil(shown.then(() => report('Message Viewed', meta, 'viewed')));
 });
 
+// A click opens the message: its signed open URL (in the encrypted payload) counts the open
+// in the campaign report, once per message; sent to HOST, whatever the server's public URL.
+function recordOpen(meta) {
+  if (!HOST || !meta || typeof meta.open_url !== 'string') return Promise.resolve();
+  const u = new URL(meta.open_url, HOST);
+  return fetch(`${HOST}${u.pathname}${u.search}`, { mode: 'no-cors', credentials: 'omit' })
+    .catch(() => undefined);
+}
+
 self.addEventListener('notificationclick', (event) => {
   const data = event.notification.data || {};
   event.notification.close();
-  const jobs = [report('Message Clicked', data.nudge, 'clicked')];
+  const jobs = [report('Message Clicked', data.nudge, 'clicked'), recordOpen(data.nudge)];
   if (data.url) {
     const url = new URL(data.url, self.location.origin);
     if (url.protocol === 'https:' || url.protocol === 'http:') jobs.push(self.clients.openWindow(url.href));

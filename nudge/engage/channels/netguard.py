@@ -84,7 +84,7 @@ async def resolve(host: str, port: int, allow_private: bool | None = None
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from None
-    check(host, [info[4][0] for info in infos], allow_private)
+    check(host, [str(info[4][0]) for info in infos], allow_private)
     return [(info[0], info[4]) for info in infos]
 
 

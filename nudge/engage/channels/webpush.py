@@ -106,6 +106,8 @@ class WebPushChannel(Channel):
         body = {k: c[k] for k in ("title", "body", "icon", "image", "badge", "url", "data",
                                   "tag", "actions") if c.get(k) is not None}
         body["nudge"] = {"message_id": message.id, **message.meta}
+        if c.get("open_url"):  # the service worker requests it when the user clicks
+            body["nudge"]["open_url"] = c["open_url"]
         return json.dumps(body, separators=(",", ":")).encode()
 
     def request(self, message: Message) -> tuple[str, dict[str, str], bytes]:

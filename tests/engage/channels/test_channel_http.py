@@ -61,7 +61,8 @@ def push():
 def test_webpush_payload_is_encrypted_for_the_subscriber(push: WebPushServer) -> None:
     sub = push.subscribe()
     content = {"title": "Flash sale", "body": "2 hours left", "url": "https://shop/sale",
-               "icon": "https://shop/i.png", "urgency": "high", "topic": "sale"}
+               "icon": "https://shop/i.png", "urgency": "high", "topic": "sale",
+               "open_url": "https://nudge.example/1/t/o/a1/7.gif?s=abc"}
     ch = WebPushChannel.from_config(push.channel_config())
     public = ch.public_key()
     [r] = run(ch, message("webpush", json.dumps(sub.subscription), content))
@@ -71,6 +72,8 @@ def test_webpush_payload_is_encrypted_for_the_subscriber(push: WebPushServer) ->
     payload = req.parsed["payload"]
     assert payload["title"] == "Flash sale" and payload["url"] == "https://shop/sale"
     assert payload["nudge"]["campaign_id"] == "7"
+    # the signed open URL rides in the encrypted payload for the service worker
+    assert payload["nudge"]["open_url"] == "https://nudge.example/1/t/o/a1/7.gif?s=abc"
     assert req.parsed["vapid"]["sub"] == "mailto:ops@shop.example"
     assert req.headers["urgency"] == "high" and req.headers["topic"] == "sale"
     assert req.headers["ttl"] == "86400"
