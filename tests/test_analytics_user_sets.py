@@ -243,3 +243,15 @@ def test_dayparting_in_a_half_hour_zone_reads_rows(store: AccountStore) -> None:
     with store.cursor() as cur:
         assert hourly.grid(cur, "A", OCT_30, OCT_30 + 5 * DAY, ZoneInfo("Asia/Kolkata"),
                            user_range(cur)) is None
+
+
+def test_a_user_id_beyond_32_bits_stops_the_sets_not_compaction(store: AccountStore) -> None:
+    with store.cursor() as cur:  # (ids are allocated from 1; this one is written directly)
+        cur.execute("INSERT INTO events_recent BY NAME SELECT 10**9 AS seq, 'big' AS message_id, "
+                    "2::BIGINT ** 33 AS user_id, 'A' AS event, to_timestamp(?)::TIMESTAMP AS ts, "
+                    "now()::TIMESTAMP AS ingested_at", [OCT_30 + 5000])
+    assert store.compact_now() > 0
+    assert not _current(store)
+    b = Buckets("day", TZ, OCT_30, OCT_30 + 2 * DAY)
+    with store.cursor() as cur:
+        assert hourly.cube(cur, "A", b.slices(), {"count", "users"}, user_range(cur)) is None

@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyroaring import BitMap
 
 HOUR_US = 3_600_000_000
@@ -83,8 +84,10 @@ def add_compacted(cur: duckdb.DuckDBPyConnection, before: int, after: int) -> No
     new ``compacted_through``; nothing when the sets were not current before."""
     if through(cur) != before:
         return
-    _add(cur, "events_recent", "", [])
-    _set_through(cur, after)
+    if _add(cur, "events_recent", "", []):
+        _set_through(cur, after)
+    else:  # a user id beyond 32 bits: the sets stop being current, reports read rows
+        cur.execute("DELETE FROM meta WHERE key = ?", [META_KEY])
 
 
 def rebuild(cur: duckdb.DuckDBPyConnection) -> int:
@@ -97,7 +100,8 @@ def rebuild(cur: duckdb.DuckDBPyConnection) -> int:
         names = [r[0] for r in cur.execute(
             "SELECT DISTINCT event FROM events_sorted ORDER BY event").fetchall()]
         for name in names:
-            _add(cur, "events_sorted", "WHERE event = ?", [name])
+            if not _add(cur, "events_sorted", "WHERE event = ?", [name]):
+                raise ValueError("user ids beyond 32 bits cannot be kept in hourly user sets")
         row = cur.execute("SELECT value FROM meta WHERE key = 'compacted_through'").fetchone()
         _set_through(cur, int(row[0]) if row else 0)
         count = int(cur.execute("SELECT count(*) FROM event_hour_users").fetchone()[0])
@@ -168,14 +172,18 @@ def _patch(cur: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], fn: Any)
     _store(cur, out)
 
 
-def _add(cur: duckdb.DuckDBPyConnection, table: str, where: str, params: list[Any]) -> None:
-    """Merge the rows of ``table`` (our table name) selected by ``where`` into the sets."""
+def _add(cur: duckdb.DuckDBPyConnection, table: str, where: str, params: list[Any]) -> bool:
+    """Merge the rows of ``table`` (our table name) selected by ``where`` into the sets;
+    False (nothing changed) when a user id does not fit in 32 bits."""
     got = cur.execute(
         f"SELECT event, epoch_us(ts) // ? AS hour, user_id FROM {table} {where} "
         "ORDER BY event, hour", [HOUR_US, *params]).arrow()
     t = got.read_all() if isinstance(got, pa.RecordBatchReader) else got
     if not t.num_rows:
-        return
+        return True
+    ids = t.column("user_id")
+    if pc.min(ids).as_py() < 0 or pc.max(ids).as_py() > MAX_USER_ID:
+        return False
     new: dict[Key, tuple[int, BitMap]] = {}
     for event, hour, users in _groups(t):
         new[(event, hour)] = (len(users), BitMap(memoryview(users.astype(np.uint32))))
@@ -185,6 +193,7 @@ def _add(cur: duckdb.DuckDBPyConnection, table: str, where: str, params: list[An
         add |= bm
         new[key] = (n + m, add)
     _store(cur, new)
+    return True
 
 
 def _groups(t: pa.Table) -> Iterator[tuple[str, int, np.ndarray]]:
@@ -194,8 +203,6 @@ def _groups(t: pa.Table) -> Iterator[tuple[str, int, np.ndarray]]:
     names = events.dictionary.to_pylist()
     hour = t.column("hour").to_numpy()
     users = t.column("user_id").to_numpy()
-    if len(users) and (users.min() < 0 or users.max() > MAX_USER_ID):
-        raise ValueError("user ids beyond 32 bits cannot be kept in hourly user sets")
     change = np.flatnonzero((code[1:] != code[:-1]) | (hour[1:] != hour[:-1])) + 1
     starts = np.concatenate(([0], change))
     ends = np.concatenate((change, [len(code)]))

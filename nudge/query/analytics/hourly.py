@@ -68,6 +68,8 @@ def cells(cur: duckdb.DuckDBPyConnection, event: str, lo: float, hi: float, size
             counts[i] += n
             parts[i].append(bm)
     t, u = _rows(cur, event, lo, hi, h0 * HOUR_S, h1 * HOUR_S)
+    if len(u) and (u.min() < 0 or u.max() > user_sets.MAX_USER_ID):
+        return None
     if len(t):
         idx = cell_of(t)
         counts += np.bincount(idx, minlength=size)
