@@ -1,12 +1,14 @@
 """Screenshots of the journey canvas and the campaign wizard's kinds on demo data
-(docs/screenshots/journeys.png, journey-canvas.png, journey-invalid.png,
+(docs/screenshots/journeys.png, journey-canvas.png, journey-invalid.png, campaign-new.png,
 campaign-new-trigger.png, campaign-new-recurring.png, campaign-review.png). Part of
 ``make screenshots``.
 
     .venv/bin/python -m bench.dashboard_pages_journeys [--users 20000 --events 500000]
 
 The journey is published through the API and 40 people are entered through the API, so
-the canvas shows real counts on its nodes.
+the canvas shows real counts on its nodes. Also prints the median server time of the
+journey page (signed in) and of ``GET /1/journeys/{id}/report`` (the reference: the one
+query the page adds to loading the journey) over ``--runs`` requests each.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from playwright.sync_api import Page, sync_playwright
 sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "web"))
 from browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from dashboard_helpers import add_user, sign_in  # noqa: E402
+from dashboard_helpers import PASSWORD, add_user  # noqa: E402
 
-from bench.dashboard_pages import SHOTS, demo_server  # noqa: E402
+from bench.dashboard_pages import SHOTS, demo_server, median_ms  # noqa: E402
 from conftest import NudgeServer  # noqa: E402
 
 
@@ -74,9 +76,26 @@ def seed(srv: NudgeServer) -> int:
     return int(j["id"])
 
 
-def run(srv: NudgeServer, page: Page) -> None:
+def timing(srv: NudgeServer, page: Page, jid: int, runs: int) -> None:
+    jar = {c["name"]: c["value"] for c in page.context.cookies()}  # the signed-in session
+
+    def canvas() -> object:
+        return httpx.get(f"{srv.url}/ui/{srv.account_id}/journeys/{jid}", cookies=jar,
+                         timeout=60)
+
+    def report() -> object:
+        return httpx.get(f"{srv.url}/1/journeys/{jid}/report", headers=srv.headers, timeout=60)
+
+    canvas(), report()  # warm
+    page_ms, ref_ms = median_ms(canvas, runs), median_ms(report, runs)
+    print(f"journey canvas page: median {page_ms:.1f} ms; GET /1/journeys/{{id}}/report: "
+          f"median {ref_ms:.1f} ms; ratio {page_ms / ref_ms:.2f} ({runs} runs each)")
+
+
+def run(srv: NudgeServer, page: Page, runs: int = 20) -> None:
     base = f"{srv.url}/ui/{srv.account_id}"
     jid = seed(srv)
+    timing(srv, page, jid, runs)
     page.goto(f"{base}/journeys")
     shoot(page, "journeys")
     page.goto(f"{base}/journeys/{jid}")
@@ -97,6 +116,7 @@ def run(srv: NudgeServer, page: Page) -> None:
     page.locator("#journey-problems li").first.wait_for()
     shoot(page, "journey-invalid")
     page.goto(f"{base}/campaigns/new")
+    shoot(page, "campaign-new")
     page.check("#c-kind-trigger")
     page.fill("#c-name", "Cart abandoned")
     page.fill("#c-trigger-event", "Added To Cart")
@@ -126,6 +146,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--events", type=int, default=500_000)
+    ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
     SHOTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
@@ -136,9 +157,12 @@ def main() -> None:
             add_user(srv, "marketer@example.com", "marketer")
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-                sign_in(page, srv, "marketer@example.com")
-                run(srv, page)
+                ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+                r = ctx.request.post(srv.url + "/auth/login", timeout=120_000, data={
+                    "email": "marketer@example.com", "password": PASSWORD})
+                assert r.ok, r.text()
+                page = ctx.new_page()
+                run(srv, page, args.runs)
                 browser.close()
         finally:
             srv.stop()
