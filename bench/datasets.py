@@ -455,14 +455,19 @@ def _ensure_runs_recorded(path: Path, run_rows: int, log=print) -> None:
 
 def store_merged(directory: Path, log=print) -> Path:
     """The runs store after the store's own background merge (``merge_runs_now`` with the
-    default ``NUDGE_MERGE_*`` settings): a copy of ``runs_store``, merged on first use."""
+    default ``NUDGE_MERGE_*`` settings): a copy of ``runs_store``, merged on first use.
+    An interrupted merge (the ``.tmp`` copy left by a killed run) resumes where it stopped,
+    as the store itself resumes after a crash; the timing printed is then of this part."""
     runs = runs_store(directory, log)
     path = directory / runs.name.replace("nudge-runs-", "nudge-store-merged-")
     if not path.exists():
         tmp = path.with_suffix(".tmp")
-        for p in directory.glob(tmp.name + "*"):
-            p.unlink()
-        shutil.copyfile(runs, tmp)
+        if tmp.exists():
+            log(f"# resuming the interrupted merge in {tmp.name}")
+        else:
+            for p in directory.glob(tmp.name + "*"):
+                p.unlink()
+            shutil.copyfile(runs, tmp)
         settings = load_settings({}, compact_threshold_rows=RUN_ROWS)  # the runs' tier base
         store = AccountStore("bench", tmp, settings)
         before = len(store.sorted_runs.runs)
