@@ -467,7 +467,9 @@ def store_merged(directory: Path, log=print) -> Path:
         else:
             for p in directory.glob(tmp.name + "*"):
                 p.unlink()
-            shutil.copyfile(runs, tmp)
+            copying = path.with_suffix(".copying")  # a partial copy is never resumed
+            shutil.copyfile(runs, copying)
+            copying.rename(tmp)
         settings = load_settings({}, compact_threshold_rows=RUN_ROWS)  # the runs' tier base
         store = AccountStore("bench", tmp, settings)
         before = len(store.sorted_runs.runs)
