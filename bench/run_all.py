@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         out["segments"] = segments.main([])
     # The analytics benchmarks reuse the data set bench.segments builds (same default size).
     if "analytics_trends" in chosen:
-        out["analytics_trends"] = analytics_trends.main(["--reps", "5"])
+        out["analytics_trends"] = analytics_trends.main(["--reps", "5", "--user-sets"])
     if "analytics_paths" in chosen:
         out["analytics_paths"] = analytics_paths.main(["--reps", "5"])
 
