@@ -96,6 +96,11 @@ def test_intent_model_matches_bgnbd(store: AccountStore, log: pd.DataFrame) -> N
     assert max(m["training_cutoffs"]) + HORIZON_DAYS * DAY <= CUTOFF  # no peeking
     assert m["validation_rows"] == 23_570
     assert m["base_rate"] == pytest.approx(0.228, abs=0.001)
+    # Probabilities are calibrated on the latest training cutoff (held out from the twin
+    # model that calibrates), the stored scores on the validation cutoff.
+    assert m["calibrated_on"]["fitted_on"] == max(m["training_cutoffs"])
+    assert m["scores_calibrated_on"]["fitted_on"] == CUTOFF
+    assert 0 < m["brier"] < 0.25 and len(m["calibration"]) == 10
 
     # BG/NBD on the same history (distinct purchase days before the cutoff).
     days = log.groupby("customer").ts.apply(lambda s: list(s / DAY)).to_dict()
