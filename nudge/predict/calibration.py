@@ -19,6 +19,7 @@ cost a little AUC and lift (docs/predict.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,9 +45,9 @@ class Platt:
         z = self.slope * _logit(p) + self.intercept
         return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
-    def to_dict(self) -> dict[str, float | None]:
+    def to_dict(self) -> dict[str, Any]:
         return {"method": "platt", "slope": self.slope, "intercept": self.intercept,
-                "fitted_on": self.fitted_on}  # type: ignore[dict-item]
+                "fitted_on": self.fitted_on}
 
 
 IDENTITY = Platt(1.0, 0.0)
