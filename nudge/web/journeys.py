@@ -93,6 +93,12 @@ def _directory(ctx: PageContext) -> JourneyDirectory:
     return JourneyDirectory(ctx.request.app.state.journeys.engine, ctx.account_id)
 
 
+def _list(ctx: PageContext) -> list[dict[str, Any]]:
+    """Every journey with its entered / active / converted figures (``journey_report``)."""
+    engine = ctx.request.app.state.journeys.engine
+    return [{**j, "report": journey_report(engine, j["id"])} for j in _directory(ctx).list()]
+
+
 def _choices(ctx: PageContext) -> dict[str, Any]:
     """What the side panel offers: campaigns a send node can use (their content, channels
     and policy are the message) and saved segments for entries and conditions."""
@@ -130,7 +136,7 @@ def canvas_state(ctx: PageContext, journey_id: int | None) -> dict[str, Any]:
 @page
 async def journeys_page(request: Request, account_id: str) -> Response:
     ctx = context(request, account_id)
-    rows = await run_in_threadpool(_directory(ctx).list, None)
+    rows = await run_in_threadpool(_list, ctx)
     return render(request, "journeys.html", ctx, journeys=rows)
 
 

@@ -161,6 +161,11 @@ def test_abandoned_cart_built_on_the_canvas_runs_and_shows_counts(
     expect(page.locator("[data-figure=entered]")).to_have_text("3")
     expect(page.locator("[data-figure=converted]")).to_have_text(str(report["converted"]))
 
+    page.goto(f"{srv.url}/ui/{srv.account_id}/journeys")  # the list shows the same figures
+    row = page.locator(f"#journey-{jid}")
+    for k in ("entered", "active", "converted"):
+        expect(row.locator(f"[data-figure={k}]")).to_have_text(str(report[k]))
+    row.get_by_role("link", name="Abandoned cart").click()
     page.click("#pause-journey")
     _expect_status(page, "paused")
     assert h.api(srv, "GET", f"/1/journeys/{jid}", ok=200).json()["status"] == "paused"
