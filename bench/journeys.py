@@ -281,7 +281,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=20.0)
     ap.add_argument("--only", choices=("throughput", "latency", "segment"), default=None)
     args = ap.parse_args()
-    if args.only != "latency":
+    if args.only in (None, "throughput"):
         tmp = Path(tempfile.mkdtemp(prefix="journey-bench-"))
         try:
             throughput(args.users, tmp)

@@ -170,7 +170,7 @@ class JourneyEngine:
                              "status": "active", "node": j.start, "state": "ready", "seq": 0,
                              "due_at": now, "context": json.dumps(ctx) if ctx else None,
                              "entered_at": now})
-            n = _insert_ignore(conn, E, rows, ("journey_id", "entry_key"))
+            n = leases.insert_ignore(conn, E, rows, ("journey_id", "entry_key"))
         if n:
             self.wake()
         return n
@@ -298,7 +298,7 @@ class JourneyEngine:
             current = leases.current_seq(conn, ids)
             plans = [p for p in plans if current.get(p.entry.id) == p.entry.seq]
             steps = [s for p in plans for s in p.steps]
-            _insert_ignore(conn, S, steps, ("step_key",))
+            leases.insert_ignore(conn, S, steps, ("step_key",))
             outbox.insert(conn, [m for p in plans for m in p.outbox])
             if plans:
                 conn.execute(E.update().where(E.c.id == sa.bindparam("eid")),
@@ -469,13 +469,6 @@ def _exit(conn: Any, en: Any, reason: str, now: float, converted_at: float | Non
         due_at=None, wait_event=None))
 
 
-def _insert_ignore(conn: Any, table: sa.Table, rows: list[dict[str, Any]],
-                   keys: tuple[str, ...]) -> int:
-    if not rows:
-        return 0
-    stmt = leases.upsert(conn, table).on_conflict_do_nothing(index_elements=list(keys))
-    res = conn.execute(stmt, rows)
-    return int(res.rowcount or 0) if res.rowcount is not None and res.rowcount >= 0 else len(rows)
 
 
 class _Runner:

@@ -56,6 +56,26 @@ def upsert(conn: Connection, table: sa.Table) -> Any:
     return insert(table)
 
 
+def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]],
+                  keys: tuple[str, ...]) -> int:
+    """Insert ``rows``, skipping those whose ``keys`` exist; how many were inserted.
+
+    On SQLite through the DB-API's ``executemany`` (SQLAlchemy's per-row parameter
+    processing cost more than the inserts: 9.6 of 70 s in a profile of 20k users through
+    5 nodes), the column names being our own."""
+    if not rows:
+        return 0
+    if conn.dialect.name == "sqlite":
+        cols = list(rows[0])
+        sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
+               f"({', '.join(':' + c for c in cols)}) ON CONFLICT ({', '.join(keys)}) DO NOTHING")
+        cur = conn.connection.driver_connection.executemany(sql, rows)  # type: ignore[union-attr]
+        return int(cur.rowcount) if cur.rowcount is not None and cur.rowcount >= 0 else len(rows)
+    res = conn.execute(upsert(conn, table).on_conflict_do_nothing(index_elements=list(keys)),
+                       rows)
+    return int(res.rowcount) if res.rowcount is not None and res.rowcount >= 0 else len(rows)
+
+
 def claim(engine: Engine, owner: str, live: set[int], now: float, limit: int,
           lease_s: float) -> list[Any]:
     """Claim up to ``limit`` due active entries of the ``live`` journeys; their rows."""
@@ -68,13 +88,20 @@ def claim(engine: Engine, owner: str, live: set[int], now: float, limit: int,
     if not ids:
         return []
     with engine.begin() as conn:
-        ins = upsert(conn, L)
-        stmt = ins.on_conflict_do_update(
-            index_elements=[L.c.entry_id],
-            set_={"owner": ins.excluded.owner, "expires_at": ins.excluded.expires_at},
-            where=sa.or_(L.c.expires_at < now, L.c.owner == owner))
-        conn.execute(stmt, [{"entry_id": i, "owner": owner, "expires_at": now + lease_s}
-                            for i in ids])
+        if conn.dialect.name == "sqlite":  # the same statement through the DB-API (cheaper)
+            conn.connection.driver_connection.executemany(  # type: ignore[union-attr]
+                "INSERT INTO journey_leases (entry_id, owner, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (entry_id) DO UPDATE SET owner = excluded.owner, "
+                "expires_at = excluded.expires_at WHERE journey_leases.expires_at < ? "
+                "OR journey_leases.owner = excluded.owner",
+                [(i, owner, now + lease_s, now) for i in ids])
+        else:
+            ins = upsert(conn, L)
+            conn.execute(ins.on_conflict_do_update(
+                index_elements=[L.c.entry_id],
+                set_={"owner": ins.excluded.owner, "expires_at": ins.excluded.expires_at},
+                where=sa.or_(L.c.expires_at < now, L.c.owner == owner)),
+                [{"entry_id": i, "owner": owner, "expires_at": now + lease_s} for i in ids])
         rows = list(conn.execute(
             sa.select(E).join(L, L.c.entry_id == E.c.id)
             .where(L.c.owner == owner, E.c.id.in_(ids), E.c.status == "active",
