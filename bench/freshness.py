@@ -145,15 +145,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="environment of the server, e.g. NUDGE_INGEST_LOG=0 (repeatable)")
     args = p.parse_args(argv)
     common.header("ingest-to-queryable freshness under background load")
     print(f"# {args.probes} probes per scenario, {args.parallel} in flight, polls every "
           f"{args.poll_gap * 1000:.0f} ms; background: {args.processes} process(es) x "
           f"{args.connections} connections, {args.batch} records/request ({data.source()}); "
+          f"server env: {' '.join(args.server_env) or 'default'}; "
           f"load average before: {common.loadavg()}", flush=True)
     bodies = encode_bodies(data.event_records(args.events, args.users), args.batch)
     results = []
-    with common.Server() as srv:
+    with common.Server(env=dict(kv.split("=", 1) for kv in args.server_env)) as srv:
         for raw in args.rates.split(","):
             rate = None if raw.strip() == "none" else float(raw)
             r = scenario(srv, bodies, rate, args)

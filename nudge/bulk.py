@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from nudge.clock import clock
 from nudge.config import Limits
 from nudge.errors import ValidationError
-from nudge.ingest.records import RecordError
+from nudge.ingest.records import Record, RecordError
 from nudge.ingest.upload import parse_records
 from nudge.store.account import AccountStore
 
@@ -38,12 +38,20 @@ def progress() -> Progress:
                     TextColumn("{task.completed:,.0f}/{task.total:,.0f}"), TimeRemainingColumn())
 
 
-def ingest_chunks(store: AccountStore, chunks: Iterator[list[dict[str, Any]]], limits: Limits,
-                  *, total: int | None = None, label: str = "importing",
-                  quiet: bool = False, bulk: bool = False) -> tuple[int, list[RecordError]]:
+# A chunk validated elsewhere (``nudge demo`` parses in its generator process): the records,
+# the rejected ones, and how many upload records the chunk had.
+Parsed = tuple[list[Record], list[RecordError], int]
+
+
+def ingest_chunks(store: AccountStore, chunks: Iterator[list[dict[str, Any]]] | Iterator[Parsed],
+                  limits: Limits, *, total: int | None = None, label: str = "importing",
+                  quiet: bool = False, bulk: bool = False, parsed: bool = False,
+                  ) -> tuple[int, list[RecordError]]:
     """Validate and write chunks of upload-format records; returns (stored, errors).
 
-    Parsing the next chunk overlaps with the previous chunk's commit on the writer thread.
+    With ``parsed``, chunks are ``Parsed`` tuples, validated by the same ``parse_records``
+    in another process. Parsing the next chunk overlaps with the previous chunk's commit on
+    the writer thread.
     With ``bulk``, DuckDB checkpoints only at the end instead of every 16 MB of WAL (a
     checkpoint rewrites the tables' changed row groups, which big commits make costly); a
     crash meanwhile replays a longer WAL but loses nothing committed.
@@ -56,7 +64,7 @@ def ingest_chunks(store: AccountStore, chunks: Iterator[list[dict[str, Any]]], l
         # paused for the load and run once at the end.
         gc.disable()
     try:
-        stored, errors = _ingest(store, chunks, limits, total, label, quiet)
+        stored, errors = _ingest(store, chunks, limits, total, label, quiet, parsed)
     finally:
         if bulk:
             if gc_was_on:
@@ -71,8 +79,9 @@ def _on_writer(store: AccountStore, sql: str) -> None:
     store.run_on_writer(lambda: store.writer_cursor.execute(sql)).result()
 
 
-def _ingest(store: AccountStore, chunks: Iterator[list[dict[str, Any]]], limits: Limits,
-            total: int | None, label: str, quiet: bool) -> tuple[int, list[RecordError]]:
+def _ingest(store: AccountStore, chunks: Iterator[Any], limits: Limits,
+            total: int | None, label: str, quiet: bool, parsed: bool,
+            ) -> tuple[int, list[RecordError]]:
     stored, errors, offset = 0, [], 0
     pending = None
     with progress() as bar:
@@ -80,13 +89,17 @@ def _ingest(store: AccountStore, chunks: Iterator[list[dict[str, Any]]], limits:
         if quiet:
             bar.stop()
         for chunk in chunks:
-            records, bad = parse_records(chunk, offset, clock.now(), limits)
+            if parsed:
+                records, bad, n = chunk
+            else:
+                records, bad = parse_records(chunk, offset, clock.now(), limits)
+                n = len(chunk)
             errors.extend(bad)
-            offset += len(chunk)
+            offset += n
             if pending is not None:
                 stored += _settle(pending, errors)
             pending = store.submit_nowait(records)
-            bar.update(task, advance=len(chunk))
+            bar.update(task, advance=n)
         if pending is not None:
             stored += _settle(pending, errors)
     return stored, errors

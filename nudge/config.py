@@ -38,9 +38,11 @@ class Settings:
     commit_max_records: int = 20_000
     # Ingest log (nudge/ingest/log.py): HTTP uploads are acknowledged once in the log and
     # drained into DuckDB in large commits; beyond max_backlog logged-but-unapplied records,
-    # requests wait for their commit again (bounds freshness). Segment size before rotation.
+    # or more than the writer applies in max_lag_ms at its measured rate, requests wait for
+    # their commit again (bounds freshness). Segment size before rotation.
     ingest_log: bool = True
     ingest_log_max_backlog: int = 20_000
+    ingest_log_max_lag_ms: int = 250
     ingest_log_segment_bytes: int = 64 * 1024 * 1024
     compact_threshold_rows: int = 250_000
     # Background merging of sorted runs (nudge/store/runs.py): runs of one size tier merged

@@ -12,8 +12,10 @@ from typing import Any
 
 import msgspec
 
-from nudge.bulk import ingest_chunks
-from nudge.config import Settings
+from nudge.bulk import Parsed, ingest_chunks
+from nudge.config import Limits, Settings
+from nudge.ingest.log import decode_packed, pack, unpack
+from nudge.ingest.records import RecordError
 from nudge.store import control
 from nudge.store.registry import StoreRegistry
 from nudge.tenancy.accounts import AccountDirectory
@@ -36,10 +38,10 @@ def load_demo(settings: Settings, *, users: int, events: int, seed: int, if_empt
     store = registry.get(new.account.id)
     started = time.perf_counter()
     try:
-        chunks = generated_elsewhere(users, events, seed)
+        chunks = generated_elsewhere(users, events, seed, settings.limits)
         stored, errors = ingest_chunks(store, chunks, settings.limits,
                                        total=users + events, label=f"demo: {users:,} users",
-                                       bulk=True)
+                                       bulk=True, parsed=True)
         store.compact_now()
     finally:
         registry.close()
@@ -53,19 +55,21 @@ def load_demo(settings: Settings, *, users: int, events: int, seed: int, if_empt
     _announce(creds, existing=False)
 
 
-def generated_elsewhere(users: int, events: int, seed: int) -> Iterator[list[dict[str, Any]]]:
-    """``demo.generate``'s chunks, generated in a child process.
+def generated_elsewhere(users: int, events: int, seed: int, limits: Limits,
+                        ) -> Iterator[Parsed]:
+    """``demo.generate``'s chunks, generated and validated in a child process.
 
-    Generating is a third of the Python work of a demo load; in a process of its own it runs
-    on the other core while this one parses and commits. Chunks cross as msgspec JSON (the
-    upload format, decoded here at ~1 µs a record), through a queue two chunks deep.
+    Generating and validating (``parse_records``, the same as for uploads) run on the other
+    core while this one commits. Validated records cross in the ingest log's msgpack form
+    (nudge/ingest/log.py): ~6 µs a record to read back here against ~16 µs to decode and
+    validate the JSON (measured on demo data, docs/benchmarks.md), through a queue two
+    chunks deep.
     """
     ctx = mp.get_context("spawn")  # no fork of a process holding DuckDB's threads
     q: Any = ctx.Queue(maxsize=2)
-    child = ctx.Process(target=_generate_into, args=(q, users, events, seed, time.time()),
-                        daemon=True)
+    child = ctx.Process(target=_generate_into,
+                        args=(q, users, events, seed, time.time(), limits), daemon=True)
     child.start()
-    decode = msgspec.json.Decoder().decode
     try:
         while True:
             item = q.get()
@@ -73,20 +77,31 @@ def generated_elsewhere(users: int, events: int, seed: int) -> Iterator[list[dic
                 break
             if isinstance(item, str):
                 raise RuntimeError(f"demo generator failed: {item}")
-            yield decode(item)
+            packed, bad, n = decode_packed(item)
+            yield ([unpack(r) for r in packed], [RecordError(*e) for e in bad], n)
     finally:
         child.join(timeout=5)
         if child.is_alive():
             child.kill()
 
 
-def _generate_into(q: Any, users: int, events: int, seed: int, now: float) -> None:
-    from nudge import demo
+def _generate_into(q: Any, users: int, events: int, seed: int, now: float,
+                   limits: Limits) -> None:
+    import gc
 
-    encode = msgspec.json.Encoder().encode
+    from nudge import demo
+    from nudge.clock import clock
+    from nudge.ingest.upload import parse_records
+
+    gc.disable()  # nothing here makes cycles; see bulk.ingest_chunks
+    encode = msgspec.msgpack.Encoder().encode
+    offset = 0
     try:
         for chunk in demo.generate(users, events, seed=seed, now=now):
-            q.put(encode(chunk))
+            records, bad = parse_records(chunk, offset, clock.now(), limits)
+            q.put(encode(([pack(r) for r in records],
+                          [(e.index, e.code, e.error) for e in bad], len(chunk))))
+            offset += len(chunk)
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises
         q.put(f"{type(e).__name__}: {e}")
     q.put(None)

@@ -106,6 +106,7 @@ def _ext(code: int, data: memoryview) -> Any:
 
 _ENCODE = msgspec.msgpack.Encoder().encode
 _DECODE = msgspec.msgpack.Decoder(ext_hook=_ext).decode
+decode_packed = _DECODE  # msgpack with dates read back (nudge/demo_load.py)
 
 
 # -- the log ---------------------------------------------------------------------------

@@ -114,6 +114,7 @@ class AccountStore:
         self.applied_lsn = self.durable_lsn = int(row[0]) if row else 0
         self._applied_cv = threading.Condition()
         self._backlog = 0  # logged records not yet committed to DuckDB
+        self._drain_rate = 10_000.0  # records/s the writer applies (moving average)
         self._backlog_lock = threading.Lock()
         self.log: IngestLog | None = None
         if not self.settings.ingest_log:
@@ -139,6 +140,13 @@ class AccountStore:
             pending.lsn = e.lsn
             self._queue.put(pending)
         self.durable_lsn = entries[-1].lsn
+
+    def backlog_limit(self) -> int:
+        """Logged records allowed to wait for DuckDB: what the writer applies in
+        ``ingest_log_max_lag_ms`` at its recent rate (a loaded machine drains slower, so the
+        bound shrinks and reads never wait long), at least 500, at most the setting."""
+        lag = self._drain_rate * self.settings.ingest_log_max_lag_ms / 1000
+        return int(min(self.settings.ingest_log_max_backlog, max(500.0, lag)))
 
     def _applied(self, lsn: int, records: int) -> None:
         with self._backlog_lock:
@@ -291,7 +299,7 @@ class AccountStore:
         if self.log is None or self._closed:
             return await self.submit(records)
         fut: concurrent.futures.Future[CommitResult] = concurrent.futures.Future()
-        wait_commit = (self._backlog >= self.settings.ingest_log_max_backlog
+        wait_commit = (self._backlog >= self.backlog_limit()
                        or not all(map(infallible, records)))
         durable = self.log.append(records, _Pending(records, fut))
         await asyncio.wrap_future(durable)  # raises if the append failed
@@ -381,6 +389,9 @@ class AccountStore:
                 self._skip_entry(lsn, logged)
             return
         if lsn:
+            took = time.perf_counter() - started
+            if took > 0 and len(records) >= 100:
+                self._drain_rate = 0.7 * self._drain_rate + 0.3 * len(records) / took
             self._applied(lsn, logged)
         if self.identity.complete and len(self.identity.ids) > IDENTITY_CACHE_MAX:
             self.identity.complete = False  # past the bound: back to looking keys up
