@@ -15,6 +15,7 @@ last bought (the usual rule of thumb).
 
     python -m bench.predict_cdnow                      # CDNOW, 12 training cutoffs, demo
     python -m bench.predict_cdnow --cutoffs 4 --no-demo
+    python -m bench.predict_cdnow --no-cdnow           # demo only
 """
 
 from __future__ import annotations
@@ -187,6 +188,7 @@ def run_demo(tmp: Path, users: int, events: int) -> None:
         print(f"| Nudge ({took:.0f} s) | {m['auc']:.4f} | {m['top_decile_lift']:.3f} |")
         print(f"| recency of last purchase | {roc_auc_score(y, score):.4f} | "
               f"{lift(y, score):.3f} |")
+        _by_hidden_type(store, users, events, now)
         print(f"positives: {m['base_rate']:.3f} of {m['validation_rows']:,}; Brier "
               f"{m['brier']:.4f} (raw {m['brier_uncalibrated']:.4f}); calibration: "
               + ", ".join(f"{c['predicted']:.2f}→{c['observed']:.2f}"
@@ -197,18 +199,45 @@ def run_demo(tmp: Path, users: int, events: int) -> None:
         store.close()
 
 
+HIDDEN_TYPES = ("loyal", "regular", "one-time buyer", "browser", "churner")  # nudge/demo.py
+
+
+def _by_hidden_type(store: AccountStore, users: int, events: int, now: float) -> None:
+    """Who the scores put in each bucket, by the generator's hidden type (which drives how
+    often people come back and buy, and which no feature sees): the check that the model
+    found the behaviour the data was made from."""
+    from nudge.demo import _Demo  # the generator's own draw of each user's type
+
+    seg = _Demo(users, events, 7, now, 90, 50_000).seg
+    with store.cursor() as cur:
+        rows = cur.execute("SELECT p.identity, s.bucket FROM predict_scores s JOIN profiles p "
+                           "USING (user_id) WHERE s.goal_id = 2 AND p.identity LIKE 'u%'"
+                           ).fetchall()
+    counts: dict[str, list[int]] = {}
+    for ident, bucket in rows:
+        counts.setdefault(bucket, [0] * 5)[seg[int(ident[1:]) - 1]] += 1
+    print("| bucket now | " + " | ".join(HIDDEN_TYPES) + " |\n" + "|---" * 6 + "|")
+    for bucket, row in sorted(counts.items()):
+        total = sum(row)
+        print(f"| {bucket} ({total:,}) | " + " | ".join(f"{c / total:.1%}" for c in row) + " |")
+    every = [sum(r[i] for r in counts.values()) for i in range(5)]
+    print("| everyone scored | " + " | ".join(f"{c / sum(every):.1%}" for c in every) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cutoffs", type=int, default=12)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--no-demo", action="store_true")
+    ap.add_argument("--no-cdnow", action="store_true")
     ap.add_argument("--demo-users", type=int, default=10_000)
     ap.add_argument("--demo-events", type=int, default=500_000)
     args = ap.parse_args()
     header("Predictive goals: CDNOW vs BG/NBD, demo vs recency")
     tmp = Path(tempfile.mkdtemp(prefix="nudge-predict-"))
     try:
-        run_cdnow(tmp, args.cutoffs, args.reps)
+        if not args.no_cdnow:
+            run_cdnow(tmp, args.cutoffs, args.reps)
         if not args.no_demo:
             run_demo(tmp, args.demo_users, args.demo_events)
     finally:
