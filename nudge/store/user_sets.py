@@ -46,7 +46,7 @@ def ensure(cur: duckdb.DuckDBPyConnection, compacted_through: int) -> None:
     """Create the table; a store with nothing compacted yet starts with consistent sets."""
     cur.execute(DDL)
     if through(cur) is None and cur.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM events_sorted LIMIT 1)").fetchone()[0] == 0:
+            "SELECT 1 FROM events_sorted LIMIT 1").fetchone() is None:
         _set_through(cur, compacted_through)
 
 
@@ -104,7 +104,7 @@ def rebuild(cur: duckdb.DuckDBPyConnection) -> int:
                 raise ValueError("user ids beyond 32 bits cannot be kept in hourly user sets")
         row = cur.execute("SELECT value FROM meta WHERE key = 'compacted_through'").fetchone()
         _set_through(cur, int(row[0]) if row else 0)
-        count = int(cur.execute("SELECT count(*) FROM event_hour_users").fetchone()[0])
+        count = len(cur.execute("SELECT 1 FROM event_hour_users").fetchall())
         cur.execute("COMMIT")
     except BaseException:
         cur.execute("ROLLBACK")
@@ -186,7 +186,7 @@ def _add(cur: duckdb.DuckDBPyConnection, table: str, where: str, params: list[An
         return False
     new: dict[Key, tuple[int, BitMap]] = {}
     for event, hour, users in _groups(t):
-        new[(event, hour)] = (len(users), BitMap(memoryview(users.astype(np.uint32))))
+        new[(event, hour)] = (len(users), BitMap(users.astype(np.uint32).data))
     old = _load(cur, list(new))
     for key, (n, bm) in old.items():
         m, add = new[key]

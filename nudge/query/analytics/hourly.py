@@ -78,7 +78,7 @@ def cells(cur: duckdb.DuckDBPyConnection, event: str, lo: float, hi: float, size
         for i in range(size):
             a, b = bounds[i], bounds[i + 1]
             if b > a:
-                parts[i].append(BitMap(memoryview(u[order[a:b]].astype(np.uint32))))
+                parts[i].append(BitMap(u[order[a:b]].astype(np.uint32).data))
     return Cells(counts, [BitMap.union(*p) if p else BitMap() for p in parts])
 
 
