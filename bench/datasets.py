@@ -508,7 +508,8 @@ def tail_store(directory: Path, tail_rows: int, base: str = "merged", log=print)
     con.execute("INSERT OR REPLACE INTO meta VALUES ('compacted_through', ?)", [str(cut)])
     # The runs now end at the cut (the last ones lose their newest rows).
     con.execute("DELETE FROM event_runs WHERE seq_lo > ?", [cut])
-    con.execute("UPDATE event_runs SET seq_hi = ?, stats = NULL WHERE seq_hi > ?", [cut, cut])
+    con.execute("UPDATE event_runs SET seq_hi = ?, rows = ? - seq_lo + 1, stats = NULL "
+                "WHERE seq_hi > ?", [cut, cut, cut])
     con.execute("COMMIT")
     con.execute("CHECKPOINT")
     con.close()
