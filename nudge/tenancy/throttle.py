@@ -54,20 +54,37 @@ class LoginThrottle:
                                   retry_after=max(1, math.ceil(wait)))
 
     def fail(self, *keys: str) -> None:
+        """Count a failure against each key. The count is incremented by one ``UPDATE``
+        first (it takes SQLite's write lock, or PostgreSQL's row lock), so concurrent
+        failures in several processes are each counted."""
         now = clock.now()
         t = login_throttle
+        bump = t.update().values(
+            failures=sa.case((now - t.c.last_failure_at > WINDOW_S, 1),
+                             else_=t.c.failures + 1),
+            last_failure_at=now)
         with self.engine.begin() as conn:
             for key in keys:
-                r = conn.execute(sa.select(t).where(t.c.key == key)).first()
-                failures = 1 if r is None or now - r.last_failure_at > WINDOW_S else r.failures + 1
+                if not conn.execute(bump.where(t.c.key == key)).rowcount and not (
+                        _insert_ignore(conn, key, now)):
+                    conn.execute(bump.where(t.c.key == key))  # created meanwhile elsewhere
+                failures = int(conn.execute(sa.select(t.c.failures)
+                                            .where(t.c.key == key)).scalar_one())
                 over = failures - _free(key)
                 locked = now + min(2.0 ** (over - 1), MAX_LOCK_S) if over > 0 else None
-                values = {"failures": failures, "last_failure_at": now, "locked_until": locked}
-                if r is None:
-                    conn.execute(t.insert().values(key=key, **values))
-                else:
-                    conn.execute(t.update().where(t.c.key == key).values(**values))
+                conn.execute(t.update().where(t.c.key == key).values(locked_until=locked))
 
     def succeed(self, key: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(login_throttle.delete().where(login_throttle.c.key == key))
+
+
+def _insert_ignore(conn: sa.Connection, key: str, now: float) -> bool:
+    """Create the key's row with one failure; False if it exists already."""
+    values = {"key": key, "failures": 1, "last_failure_at": now, "locked_until": None}
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    return bool(conn.execute(insert(login_throttle).values(**values).on_conflict_do_nothing(
+        index_elements=["key"])).rowcount)

@@ -91,3 +91,32 @@ def test_blocks_spare_the_control_store_and_never_overshoot(tmp_path: Path) -> N
     with pytest.raises(Exception, match="rate limit"):
         small.take("key:small", 5)
     engine.dispose()
+
+
+_FAILER = """
+import sys, time
+from nudge.store import control
+from nudge.tenancy.throttle import LoginThrottle
+url, n, start_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+throttle = LoginThrottle(control.connect(url))
+while time.time() < start_at:
+    time.sleep(0.005)
+for _ in range(n):
+    throttle.fail("email:shared-victim", "ip:10.0.0.1")
+"""
+
+
+def test_login_failures_from_two_processes_are_all_counted(tmp_path: Path) -> None:
+    """SQLite. (On PostgreSQL one run counted 79 of 80: not yet understood; see the
+    session report.)"""
+    url = f"sqlite:///{tmp_path / 'control.db'}"
+    engine = control.connect(url)
+    start_at = time.time() + 2.0
+    procs = [subprocess.Popen([sys.executable, "-c", _FAILER, url, "40", str(start_at)])
+             for _ in range(2)]
+    assert all(p.wait(300) == 0 for p in procs)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(control.login_throttle.select().with_only_columns(
+            control.login_throttle.c.key, control.login_throttle.c.failures)).all())
+    engine.dispose()
+    assert rows["email:shared-victim"] == 80 and rows["ip:10.0.0.1"] == 80, rows
