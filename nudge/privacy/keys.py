@@ -166,6 +166,7 @@ class Keyring:
         cached = self._file_keys.get(account_id)
         if cached is not None:
             return cached
+        self.data_key(account_id)  # every account has one (sealed fields, GDPR trail HMACs)
         t = control.account_file_keys
         with self._engine.begin() as conn:
             row = conn.execute(sa.select(t).where(t.c.account_id == account_id,
