@@ -104,6 +104,16 @@ class AccountDirectory:
             raise NotFound(f"no account {account_id!r}")
         return Account(r.id, r.name, r.timezone, r.created_at)
 
+    def set_timezone(self, account_id: str, timezone: str) -> Account:
+        """Change the account's timezone (reports, segments' relative dates and quiet hours
+        read it per request). ValidationError naming ``timezone`` for an unknown zone."""
+        tz = _check_timezone(timezone.strip() if isinstance(timezone, str) else "")
+        self.get(account_id)
+        with self.engine.begin() as conn:
+            conn.execute(accounts.update().where(accounts.c.id == account_id)
+                         .values(timezone=tz))
+        return self.get(account_id)
+
     def rotate_key(self, account_id: str, kind: str = "passcode") -> str:
         """Issue a new key of ``kind`` and revoke the previous ones at once."""
         if kind not in KEY_KINDS:

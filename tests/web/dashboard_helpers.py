@@ -60,3 +60,20 @@ def signed_in(browser: Browser, srv: NudgeServer, email: str) -> BrowserContext:
                          timeout=120_000)
     assert r.ok and r.json()["stage"] == "full", r.text()
     return ctx
+
+
+def signed_in_with_mfa(browser: Browser, srv: NudgeServer, email: str) -> BrowserContext:
+    """:func:`signed_in` for a role that must enroll MFA (owner, admin): password, then TOTP
+    enrollment through ``/auth/mfa/enroll`` and ``/auth/mfa/confirm``."""
+    ctx = browser.new_context()
+    r = ctx.request.post(srv.url + "/auth/login", data={"email": email, "password": PASSWORD},
+                         timeout=120_000)
+    assert r.ok and r.json()["stage"] == "enroll", r.text()
+    csrf = {"X-CSRF-Token": next(c["value"] for c in ctx.cookies() if c["name"] == "nudge_csrf")}
+    r = ctx.request.post(srv.url + "/auth/mfa/enroll", headers=csrf, timeout=120_000)
+    assert r.ok, r.text()
+    code = pyotp.TOTP(r.json()["secret"]).now()
+    r = ctx.request.post(srv.url + "/auth/mfa/confirm", data={"code": code}, headers=csrf,
+                         timeout=120_000)
+    assert r.ok and r.json()["stage"] == "full", r.text()
+    return ctx
