@@ -284,6 +284,15 @@ class IngestLog:
             os.close(self._fd)
             self._fd = None
 
+    def rekey(self, key: bytes | None) -> None:
+        """Seal the frames from now on under ``key``, in a new segment (the account file was
+        rewritten under a new key: nudge/privacy/shred.py). Frames sealed under the old key
+        and not yet applied are applied from memory; only a crash before that would leave
+        frames that no longer open (recovery then stops with ``LogCorrupt``)."""
+        with self._lock:
+            self._close_fd()
+            self._aes = AESGCM(key) if key is not None else None
+
     # -- cleanup ---------------------------------------------------------------------------
     def release(self, applied: int, rotate: bool = False) -> None:
         """Delete segments whose entries are all applied; ``rotate`` closes the active one

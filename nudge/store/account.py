@@ -512,7 +512,12 @@ class AccountStore:
         thread only; readers wait for the swap, reads in flight finish first."""
         with self._db_lock:
             self.db.close()
-            self.db = self._connect(replace())
+            key = replace()
+            self.db = self._connect(key)
+            if self.log is not None:
+                # New log frames are sealed under the new file's key (segments before this
+                # job were deleted once applied: _writer releases them before every job).
+                self.log.rekey(log_key(key))
             cur = self.db.cursor()
             cur.execute("USE acct")
             self.writer_cursor = cur
