@@ -73,7 +73,8 @@ def upload_people(srv: NudgeServer) -> None:
 
 def test_no_pii_in_plaintext_anywhere_in_the_data_directory(tmp_path: Path) -> None:
     # Compact often, so that both event tables, checkpoints and WALs hold data.
-    srv = make_server(tmp_path, {"NUDGE_COMPACT_THRESHOLD_ROWS": "1500"})
+    srv = make_server(tmp_path, {"NUDGE_COMPACT_THRESHOLD_ROWS": "1500",
+                                 "NUDGE_ERASURE_REWRITE_DELAY_S": "0"})
     try:
         upload_people(srv)
         r = httpx.get(srv.url + "/1/profile", params={"email": PEOPLE[3]["email"]},
@@ -90,6 +91,20 @@ def test_no_pii_in_plaintext_anywhere_in_the_data_directory(tmp_path: Path) -> N
         # While running: WALs of DuckDB and SQLite are there too.
         files = {p.name for p in tmp_path.rglob("*") if p.is_file()}
         assert "events.duckdb" in files and "control.db" in files
+        assert scan(tmp_path, needles()) == {}
+        # An erasure and the rewrite under a new key that follows it (delay 0) leave no
+        # plaintext either: not the copy being built, not the ingest log it carried along.
+        r = httpx.post(srv.url + "/1/gdpr/erase", headers=srv.headers,
+                       json={"subjects": [{"email": PEOPLE[4]["email"]}]})
+        assert r.status_code == 200 and r.json()["found"] == 1, r.text
+        rid = r.json()["request_id"]
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{srv.url}/1/gdpr/requests/{rid}", headers=srv.headers
+                        ).json()["receipt"]["file_rewritten_at"] is None:
+            assert scan(tmp_path, needles()) == {}
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        upload_people(srv)  # after the swap: new log frames, new file key
         assert scan(tmp_path, needles()) == {}
     finally:
         srv.stop()
