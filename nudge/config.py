@@ -42,7 +42,7 @@ class Settings:
     # their commit again (bounds freshness). Segment size before rotation.
     ingest_log: bool = True
     ingest_log_max_backlog: int = 20_000
-    ingest_log_max_lag_ms: int = 250
+    ingest_log_max_lag_ms: int = 500
     ingest_log_segment_bytes: int = 64 * 1024 * 1024
     compact_threshold_rows: int = 250_000
     # Background merging of sorted runs (nudge/store/runs.py): runs of one size tier merged

@@ -42,6 +42,7 @@ from nudge.store.schema import DDL
 log = logging.getLogger("nudge.store")
 T = TypeVar("T")
 _JSON = msgspec.json.Decoder()
+_MIN_BACKLOG = 5_000.0  # logged records allowed to wait for DuckDB whatever the drain rate
 IDENTITY_CACHE_MAX = 2_000_000  # identifiers cached in memory before the cache is emptied
 
 # Live bus: called on the writer thread after every durable commit with
@@ -144,9 +145,11 @@ class AccountStore:
     def backlog_limit(self) -> int:
         """Logged records allowed to wait for DuckDB: what the writer applies in
         ``ingest_log_max_lag_ms`` at its recent rate (a loaded machine drains slower, so the
-        bound shrinks and reads never wait long), at least 500, at most the setting."""
+        bound shrinks), at most the setting, and at least ``_MIN_BACKLOG``: with 500 the
+        bound fed on itself under load (small commits drain slowly, so the bound stayed
+        small) and commits were no bigger than without the log (docs/benchmarks.md)."""
         lag = self._drain_rate * self.settings.ingest_log_max_lag_ms / 1000
-        return int(min(self.settings.ingest_log_max_backlog, max(500.0, lag)))
+        return int(min(self.settings.ingest_log_max_backlog, max(_MIN_BACKLOG, lag)))
 
     def _applied(self, lsn: int, records: int) -> None:
         with self._backlog_lock:
