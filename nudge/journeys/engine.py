@@ -200,6 +200,14 @@ class JourneyEngine:
             by_user.setdefault(e[0], []).append(e)
         uids = list(by_user)
         now = clock.now()
+        # Most events are of people in no journey: find that out with a plain read, and
+        # take the write lock (below) only when some entry may change.
+        with self.engine.connect() as conn:
+            if not any(conn.execute(sa.select(E.c.id).where(
+                    E.c.account_id == account_id, E.c.status == "active",
+                    E.c.journey_id.in_(live), E.c.user_id.in_(uids[i:i + 900])).limit(1)
+                    ).first() for i in range(0, len(uids), 900)):
+                return
         with self.lock, self.engine.begin() as conn:
             leases.begin_write(conn)
             entries = []
