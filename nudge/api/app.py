@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from nudge import __version__
 from nudge.config import Settings
+from nudge.ingest import reject_counts
 from nudge.privacy.admin import AdminSocket, Instance
 from nudge.predict.schedule import RetrainSchedule
 from nudge.privacy.keys import Keyring, load_master_key
@@ -62,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
             await engage.stop()
             retrain.stop()
             admin.close()
+            reject_counts.flush_all()  # issue 9: per-account ingest rejects (dashboard home)
             # Uvicorn has stopped taking requests and finished in-flight ones; close the
             # stores, which drains queued commits first.
             nudge.stores.close()

@@ -554,6 +554,20 @@ event_feed_watermarks = sa.Table(
 )
 # -- end engage delivery across processes ------------------------------------------------------
 
+# -- dashboard: ingestion health per account (nudge/ingest/reject_counts.py) -------------------
+# Records rejected at ingest, per account and reason code, with the latest message; kept
+# across restarts (the /metrics counter is per process and not per account).
+ingest_rejects = sa.Table(
+    "ingest_rejects",
+    metadata,
+    sa.Column("account_id", sa.String(32), primary_key=True),
+    sa.Column("code", sa.Integer, primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("example", sa.String(200), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+# -- end dashboard ingestion health ------------------------------------------------------------
+
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()

@@ -58,17 +58,13 @@ def _campaigns(ctx: PageContext) -> list[dict[str, Any]]:
     return out
 
 
-def _rejects() -> list[dict[str, Any]]:
-    """Rejected records and requests by reason code, from the ingest metrics (this server
-    process since it started; the same counter /metrics exports)."""
-    from nudge.store.metrics import REJECTS
+def _rejects(ctx: PageContext) -> list[dict[str, Any]]:
+    """This account's rejected records by reason code, kept across restarts
+    (nudge/ingest/reject_counts.py; /metrics has the per-process totals)."""
+    from nudge.ingest import reject_counts
 
-    out = []
-    for metric in REJECTS.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.value:
-                out.append({"code": sample.labels.get("code", ""), "count": int(sample.value)})
-    return sorted(out, key=lambda r: -r["count"])
+    return reject_counts.for_url(ctx.nudge.settings.control_database_url).by_reason(
+        ctx.account_id)
 
 
 @router.get("/ui/{account_id}")
@@ -77,9 +73,6 @@ async def home(request: Request, account_id: str) -> Response:
     ctx = context(request, account_id)
     counters = await run_in_threadpool(_counters, ctx)
     campaigns = await run_in_threadpool(_campaigns, ctx)
-    # The counter is per server process, not per account: shown only where the server
-    # hosts this one account, so no account sees another's traffic.
-    single = len(ctx.nudge.accounts.list()) == 1
-    return render(request, "home.html", ctx, campaigns=campaigns,
-                  rejects=_rejects() if single else None,
+    rejects = await run_in_threadpool(_rejects, ctx)
+    return render(request, "home.html", ctx, campaigns=campaigns, rejects=rejects,
                   **counters)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from nudge.errors import ValidationError
+from nudge.ingest import reject_counts
 from nudge.ingest.body import decode_body
 from nudge.ingest.records import BatchResult, Record, RecordError
 from nudge.ingest.segment_spec import CALL_TYPES, parse_batch, parse_call
@@ -61,6 +62,7 @@ async def store_records(store: AccountStore, records: list[Record],
             metrics.RECORDS.labels(kind=kind).inc(n)
     for err in result.errors:
         metrics.REJECTS.labels(code=str(err.code)).inc()
+    reject_counts.note(store.settings, store.account_id, result.errors)  # per account (home)
     return result
 
 
