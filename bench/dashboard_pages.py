@@ -9,7 +9,8 @@ the real pages (TOTP enrollment), then:
   and Home at tablet width (1024 px);
 - times the first page: GET /ui/{account} (server-rendered Home, signed-in session) against a
   reference in the same process on the same data, GET /1/analytics/live with the passcode
-  (the query the page runs), N runs each, medians.
+  (the query the page runs), N runs each, medians; then every main page (MAIN_PAGES) the
+  same way.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ from dashboard_helpers import PASSWORD, add_user  # noqa: E402
 from conftest import NudgeServer, free_port, nudge_cli  # noqa: E402
 
 SHOTS = Path(__file__).parents[1] / "docs" / "screenshots"
+# The main pages timed after the first page: (name, path under /ui/{account}).
+MAIN_PAGES = [("home", ""), ("events", "/events"), ("people search", "/people?q=1"),
+              ("person", "/people/1"), ("segments", "/segments"), ("analytics", "/analytics"),
+              ("campaigns", "/campaigns"), ("journeys", "/journeys"), ("settings", "/settings"),
+              ("users", "/settings/users"), ("channels", "/settings/channels"),
+              ("audit", "/settings/audit")]
 
 
 def demo_server(tmp: Path, users: int, events: int) -> NudgeServer:
@@ -108,6 +115,8 @@ def run(srv: NudgeServer, args: argparse.Namespace) -> None:
         print("wrote", SHOTS / "person.png")
         shot("settings", base + "/settings")
         shot("settings-keys", base + "/settings/keys")
+        shot("settings-users", base + "/settings/users")
+        shot("settings-channels", base + "/settings/channels")
         page.set_viewport_size({"width": 1024, "height": 1366})
         shot("home-tablet", base, full=False)
 
@@ -119,6 +128,11 @@ def run(srv: NudgeServer, args: argparse.Namespace) -> None:
             print(f"first page GET /ui/{{account}}: median {page_ms:.1f} ms over {args.runs}"
                   f" runs; reference GET /1/analytics/live: median {ref_ms:.1f} ms;"
                   f" ratio {page_ms / ref_ms:.2f}")
+            for name, suffix in MAIN_PAGES:  # every main page, server time, same session
+                ms = median_ms(lambda s=suffix: httpx.get(base + s, cookies=cookies, timeout=120),
+                               args.runs)
+                print(f"  GET /ui/{{account}}{suffix}: median {ms:.1f} ms ({name}; ratio to"
+                      f" the live reference {ms / ref_ms:.2f})")
         browser.close()
 
 
