@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from dashboard_helpers import add_user, sign_in
+from dashboard_helpers import add_user, signed_in
 from playwright.sync_api import Browser, expect
 
 from conftest import NudgeServer, make_server
@@ -29,9 +29,10 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NudgeServer]:
 
 
 def test_home_counters_match_the_live_api(srv: NudgeServer, browser: Browser) -> None:
-    ctx = browser.new_context(viewport={"width": 1024, "height": 1366})  # tablet
+    ctx = signed_in(browser, srv, "analyst@example.com")
     page = ctx.new_page()
-    sign_in(page, srv, "analyst@example.com")
+    page.set_viewport_size({"width": 1024, "height": 1366})  # tablet
+    page.goto(f"{srv.url}/ui/{srv.account_id}")
     live = httpx.get(srv.url + "/1/analytics/live", headers=srv.headers).json()
     assert live["active_users"] == 4
     expect(page.locator("[data-stat=active-users]")).to_have_text(str(live["active_users"]))
@@ -44,9 +45,9 @@ def test_home_counters_match_the_live_api(srv: NudgeServer, browser: Browser) ->
 
 
 def test_events_catalog_and_live_stream(srv: NudgeServer, browser: Browser) -> None:
-    ctx = browser.new_context()
+    ctx = signed_in(browser, srv, "analyst@example.com")
     page = ctx.new_page()
-    sign_in(page, srv, "analyst@example.com")
+    page.goto(f"{srv.url}/ui/{srv.account_id}")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Events").click()
     catalog = httpx.get(srv.url + "/1/events/catalog", headers=srv.headers).json()["events"]
     rows = page.locator("table tbody tr")

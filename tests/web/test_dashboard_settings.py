@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from dashboard_helpers import add_user, enroll_and_sign_in, sign_in
+from dashboard_helpers import add_user, signed_in, signed_in_with_mfa
 from playwright.sync_api import Browser, expect
 
 from conftest import NudgeServer, make_server
@@ -34,9 +34,9 @@ def _read_key_works(srv: NudgeServer, secret: str) -> int:
 
 def test_owner_creates_and_revokes_a_key_and_sees_the_audit_log(srv: NudgeServer,
                                                                 browser: Browser) -> None:
-    ctx = browser.new_context()
+    ctx = signed_in_with_mfa(browser, srv, "owner@example.com")
     page = ctx.new_page()
-    enroll_and_sign_in(page, srv, "owner@example.com")
+    page.goto(f"{srv.url}/ui/{srv.account_id}")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Settings").click()
     expect(page.get_by_role("heading", name="Account")).to_be_visible()
     page.get_by_role("link", name="API keys").click()
@@ -62,9 +62,8 @@ def test_owner_creates_and_revokes_a_key_and_sees_the_audit_log(srv: NudgeServer
 
 
 def test_marketer_cannot_manage_keys(srv: NudgeServer, browser: Browser) -> None:
-    ctx = browser.new_context()
+    ctx = signed_in(browser, srv, "marketer@example.com")
     page = ctx.new_page()
-    sign_in(page, srv, "marketer@example.com")
     page.goto(f"{srv.url}/ui/{srv.account_id}/settings")
     expect(page.get_by_role("link", name="API keys")).to_have_count(0)
     resp = page.goto(f"{srv.url}/ui/{srv.account_id}/settings/keys")
