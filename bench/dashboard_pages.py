@@ -129,7 +129,8 @@ def run(srv: NudgeServer, args: argparse.Namespace) -> None:
                   f" runs; reference GET /1/analytics/live: median {ref_ms:.1f} ms;"
                   f" ratio {page_ms / ref_ms:.2f}")
             for name, suffix in MAIN_PAGES:  # every main page, server time, same session
-                ms = median_ms(lambda s=suffix: httpx.get(base + s, cookies=cookies, timeout=120),
+                ms = median_ms(lambda s=suffix: httpx.get(base + s, cookies=cookies, timeout=120,
+                                                          follow_redirects=True),
                                args.runs)
                 print(f"  GET /ui/{{account}}{suffix}: median {ms:.1f} ms ({name}; ratio to"
                       f" the live reference {ms / ref_ms:.2f})")
