@@ -380,10 +380,10 @@ def test_kill_9_loses_no_acknowledged_record_and_shows_no_half_request(tmp_path:
                     unread=make_batches("restart", CLIENTS, 2))
 
         # 5. Requests acknowledged from the ingest log (one identifier per record), killed
-        #    while the writer drains the log into DuckDB: the restart replays the log.
+        #    while the writer drains the log into DuckDB: the restart replays the log. No
+        #    unread requests here: waiting for them to be visible would wait for the drain.
         kill_during("log", {c: make_batches("log", c, 100, plain=True) for c in range(CLIENTS)},
-                    lambda c: c.acked >= 12, "12 batches acknowledged from the log",
-                    unread=make_batches("log", CLIENTS, 2, plain=True))
+                    lambda c: c.acked >= 12, "12 batches acknowledged from the log")
 
     finally:
         srv.stop()
