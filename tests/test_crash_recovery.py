@@ -314,7 +314,8 @@ def attempted(outcomes: list[Outcome]) -> dict[int, list[Batch]]:
 
 @pytest.mark.slow
 def test_kill_9_loses_no_acknowledged_record_and_shows_no_half_request(tmp_path: Path) -> None:
-    srv = make_server(tmp_path, {"NUDGE_COMPACT_THRESHOLD_ROWS": "1000"})
+    srv = make_server(tmp_path, {"NUDGE_COMPACT_THRESHOLD_ROWS": "1000",
+                                 "NUDGE_INGEST_LOG": "true"})  # phase 5 kills the log drain
     sent: dict[str, Batch] = {}  # every batch a client tried to send, in any phase
     report: list[str] = []
 

@@ -26,6 +26,11 @@ KEY = "ab" * 32
 MARKER = "Zanzibar-7731"  # a value that must never be found in plaintext on disk
 
 
+def logged(data_dir: Path) -> Settings:
+    """Settings with the ingest log on (it is opt-in: NUDGE_INGEST_LOG)."""
+    return Settings(data_dir=data_dir, ingest_log=True)
+
+
 def event(i: int, user: str = "u1", **props: object) -> Record:
     return Record(kind="event", ids={"identity": user}, ts=1_700_000_000.0 + i,
                   message_id=f"m{user}-{i}", index=i, event="Viewed",
@@ -108,7 +113,7 @@ def test_torn_tail_is_cut_and_applied_segments_are_deleted(tmp_path: Path) -> No
 
 
 def test_acknowledged_write_is_readable_at_once_and_the_log_empties(tmp_path: Path) -> None:
-    store = AccountStore("a1", tmp_path / "a1" / "events.duckdb", Settings(data_dir=tmp_path),
+    store = AccountStore("a1", tmp_path / "a1" / "events.duckdb", logged(tmp_path),
                          KEY)
     try:
         async def go() -> None:
@@ -126,7 +131,7 @@ def test_acknowledged_write_is_readable_at_once_and_the_log_empties(tmp_path: Pa
 
 
 def test_identity_conflict_is_still_reported_per_record(tmp_path: Path) -> None:
-    store = AccountStore("a1", tmp_path / "a1" / "events.duckdb", Settings(data_dir=tmp_path),
+    store = AccountStore("a1", tmp_path / "a1" / "events.duckdb", logged(tmp_path),
                          KEY)
     try:
         async def go() -> list:
@@ -152,7 +157,8 @@ CHILD = textwrap.dedent("""
     from nudge.store.account import AccountStore
 
     root, mode, key = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    store = AccountStore("a1", root / "a1" / "events.duckdb", Settings(data_dir=root), key)
+    store = AccountStore("a1", root / "a1" / "events.duckdb",
+                         Settings(data_dir=root, ingest_log=True), key)
 
     def ev(user, i):
         return Record(kind="event", ids={"identity": user}, ts=1.7e9 + i,
@@ -197,7 +203,7 @@ def test_kill_9_after_log_fsync_replays_every_acknowledged_record_once(
     expected = sorted(f"alice-{i}" for i in [*range(30), *range(1000, 1030)])
     for _ in range(2):  # a second open must not apply anything twice
         store = AccountStore("a1", tmp_path / "a1" / "events.duckdb",
-                             Settings(data_dir=tmp_path), KEY)
+                             logged(tmp_path), KEY)
         try:
             ids = event_ids(store)
             assert sorted(ids) == expected
@@ -216,7 +222,7 @@ def test_erased_persons_logged_events_do_not_come_back(tmp_path: Path) -> None:
     # The log holds nothing of alice any more (segments read back with the key).
     left = IngestLog(tmp_path / "a1" / "ingest-log", log_key(KEY), "a1", 1 << 20, list.append)
     assert not [r for _, recs in left.recover(0) for r in recs if r.ids == {"identity": "alice"}]
-    store = AccountStore("a1", tmp_path / "a1" / "events.duckdb", Settings(data_dir=tmp_path),
+    store = AccountStore("a1", tmp_path / "a1" / "events.duckdb", logged(tmp_path),
                          KEY)
     try:
         ids = event_ids(store)
