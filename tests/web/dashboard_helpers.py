@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pyotp
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -77,3 +81,35 @@ def signed_in_with_mfa(browser: Browser, srv: NudgeServer, email: str) -> Browse
                          timeout=120_000)
     assert r.ok and r.json()["stage"] == "full", r.text()
     return ctx
+
+
+@contextmanager
+def smtp_backed_server(tmp: Path, smtp_tmp: Path, env: dict[str, str],
+                       users: dict[str, str]) -> Iterator[tuple[NudgeServer, Any]]:
+    """A server whose email channel points at a real SMTP server (aiosmtpd, STARTTLS), with
+    dashboard ``users`` ({email: role}) created: for the pages that send messages."""
+    from tests.engage import engage_helpers as h
+    from tests.engage.providers import SmtpServer, tls_pair
+
+    with SmtpServer(tls_pair(smtp_tmp)) as smtp:
+        srv = h.start_server(tmp, env)
+        try:
+            for email, role in users.items():
+                add_user(srv, email, role)
+            h.configure(srv, "email", smtp.channel_config())
+            yield srv, smtp
+        finally:
+            srv.stop()
+
+
+@contextmanager
+def page_without_script_errors(ctx: BrowserContext) -> Iterator[Page]:
+    """A new page in ``ctx`` that fails the test if a script on it throws."""
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        yield page
+        assert not errors, f"script errors on the page: {errors}"
+    finally:
+        page.close()

@@ -14,12 +14,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dashboard_helpers import add_user, signed_in
+from dashboard_helpers import (
+    page_without_script_errors,
+    signed_in,
+    smtp_backed_server,
+)
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from conftest import NudgeServer
 from tests.engage import engage_helpers as h
-from tests.engage.providers import SmtpServer, tls_pair
+from tests.engage.providers import SmtpServer
 
 pytest_plugins = ["browser"]
 
@@ -29,21 +33,20 @@ FAST = {"NUDGE_ENGAGE_POLL_MS": "50", "NUDGE_JOURNEY_POLL_MS": "100"}
 
 
 @pytest.fixture(scope="module")
-def smtp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
-    with SmtpServer(tls_pair(tmp_path_factory.mktemp("tls"))) as s:
-        yield s
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NudgeServer, SmtpServer]]:
+    with smtp_backed_server(tmp_path_factory.mktemp("nudge"), tmp_path_factory.mktemp("tls"),
+                            FAST, {MARKETER: "marketer", VIEWER: "viewer"}) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[NudgeServer]:
-    s = h.start_server(tmp_path_factory.mktemp("nudge"), FAST)
-    try:
-        add_user(s, MARKETER, "marketer")
-        add_user(s, VIEWER, "viewer")
-        h.configure(s, "email", smtp.channel_config())
-        yield s
-    finally:
-        s.stop()
+def srv(servers: tuple[NudgeServer, SmtpServer]) -> NudgeServer:
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def smtp(servers: tuple[NudgeServer, SmtpServer]) -> SmtpServer:
+    return servers[1]
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +60,8 @@ def marketer_context(browser: Browser, srv: NudgeServer) -> Iterator[BrowserCont
 
 @pytest.fixture
 def marketer(marketer_context: BrowserContext) -> Iterator[Page]:
-    page = marketer_context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        yield page
-        assert not errors, f"script errors on the page: {errors}"
-    finally:
-        page.close()
+    with page_without_script_errors(marketer_context) as p:
+        yield p
 
 
 def _node(page: Page, nid: str) -> Any:
