@@ -407,10 +407,13 @@ class AccountStore:
                                              result.duplicates, result.first_seq, result.last_seq))
             pos += n
         if commit_subscribers and commit.plan.events:
-            final = commit.resolver.final
+            final, supp = commit.resolver.final, self.suppressed
+            # Suppressed people's events were dropped by the commit: subscribers (triggers,
+            # journeys, conversions) must not see them either.
             events = [(final(uid), rec.event or "", rec.ts, rec.props, rec.message_id)
-                      for rec, uid in commit.plan.events]
-            for subscriber in commit_subscribers:
+                      for rec, uid in commit.plan.events
+                      if not supp or (uid not in supp and final(uid) not in supp)]
+            for subscriber in commit_subscribers if events else ():
                 try:
                     subscriber(self.account_id, events)
                 except Exception:

@@ -49,6 +49,28 @@ def test_commit_drops_suppressed_events_and_lifting_restores(store: AccountStore
     assert events_of(store, a) == 2 and not suppression.is_suppressed("supp-acct", a)
 
 
+def test_live_subscribers_do_not_see_a_suppressed_persons_events(store: AccountStore) -> None:
+    """Triggers, journeys and conversions listen to committed events (commit_subscribers):
+    a suppressed person's events, dropped by the commit, must not reach them either."""
+    from nudge.store import account
+
+    store.write([ev({"identity": "a"}, "s1"), ev({"identity": "b"}, "s2")])
+    a, b = store.user_for("identity", "a"), store.user_for("identity", "b")
+    store.run_on_writer(lambda: suppression.suppress(store, [a])).result()
+    seen: list[int] = []
+
+    def listen(acct: str, events: list) -> None:  # type: ignore[type-arg]
+        seen.extend(e[0] for e in events if acct == "supp-acct")
+
+    account.commit_subscribers.append(listen)
+    try:
+        store.write([ev({"identity": "a"}, "s3"), ev({"identity": "b"}, "s4")])
+        store.write([ev({"identity": "a"}, "s5")])
+    finally:
+        account.commit_subscribers.remove(listen)
+    assert seen == [b]
+
+
 def test_suppression_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "events.duckdb"
     s = AccountStore("supp-reopen", path, Settings(data_dir=tmp_path))
