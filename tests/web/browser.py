@@ -29,7 +29,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-dev-shm-usage"]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: a running sync Playwright keeps an event loop in the thread, so
+# later modules in the same (xdist) worker could not use asyncio.run(), and this plugin is
+# loaded under two names (`browser`, `tests.web.browser`) whose browsers must not overlap.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: install Debian's Chromium (apt-get install -y "
