@@ -9,7 +9,6 @@ entries; each route is declared with the API's permission in ROUTE_PERMISSIONS.
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 from zoneinfo import available_timezones
 
@@ -19,13 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from nudge.api.authz import auth_of
-from nudge.api.routes.auth import _may_touch, _member
 from nudge.clock import clock
-from nudge.errors import Conflict, NotFound, ValidationError
+from nudge.errors import NotFound, ValidationError
 from nudge.store import control
-from nudge.tenancy import audit
+from nudge.tenancy import audit, members
 from nudge.tenancy.roles import KEY_KINDS, ROLES
-from nudge.tenancy.users import check_role, issue_password_reset, normalize_email
 
 from .charts import form_of
 from .pages import PageContext, context, page, render
@@ -188,21 +185,9 @@ async def add_member(request: Request, account_id: str) -> Response:
     """Invite a user (a one-time password-reset token to hand over) or add an existing one."""
     ctx = context(request, account_id)
     form = await form_of(request)
-    users = auth_of(request).users
-    role, email = check_role(form.get("role", "")), normalize_email(form.get("email", ""))
-    _may_touch(ctx.caller, role)
-    existing = await run_in_threadpool(users.by_email, email)
-    token = None
-    if existing is not None:
-        if users.role_in(existing.id, ctx.account_id) is not None:
-            raise Conflict("already a member; change the role in the table", field="email")
-        users.set_membership(existing.id, ctx.account_id, role)
-        user = existing
-    else:
-        user = await run_in_threadpool(lambda: users.create(
-            email, ctx.account_id, role, password=secrets.token_urlsafe(32)))
-        token = issue_password_reset(users.engine, user.id)
-    _audit(ctx, "user.added", f"user:{user.id}", {"email": user.email, "role": role})
+    user, role, token = await run_in_threadpool(
+        members.add, auth_of(request), request, ctx.caller, form.get("email", ""),
+        form.get("role", ""))
     resp = render(request, "settings_user_added.html", ctx, email=user.email, role=role,
                   token=token)
     resp.headers["HX-Trigger"] = "members-changed"
@@ -214,15 +199,8 @@ async def add_member(request: Request, account_id: str) -> Response:
 async def change_member_role(request: Request, account_id: str, user_id: str) -> Response:
     ctx = context(request, account_id)
     form = await form_of(request)
-    auth = auth_of(request)
-    role = check_role(form.get("role", ""))
-    user, old = _member(auth, ctx.caller, _member_id(user_id))
-    _may_touch(ctx.caller, old, role)
-    if old == "owner" and role != "owner" and auth.users.owners(ctx.account_id) == 1:
-        raise ValidationError("the account's last owner cannot be demoted", field="role")
-    auth.users.set_membership(user.id, ctx.account_id, role)
-    _audit(ctx, "user.role_changed", f"user:{user.id}",
-           {"email": user.email, "from": old, "to": role})
+    user, role = members.change_role(auth_of(request), request, ctx.caller,
+                                     _member_id(user_id), form.get("role", ""))
     return _saved(request, ctx, f"{user.email} is now {role}.")
 
 
@@ -230,13 +208,7 @@ async def change_member_role(request: Request, account_id: str, user_id: str) ->
 @page
 async def remove_member(request: Request, account_id: str, user_id: str) -> Response:
     ctx = context(request, account_id)
-    auth = auth_of(request)
-    user, old = _member(auth, ctx.caller, _member_id(user_id))
-    _may_touch(ctx.caller, old)
-    if old == "owner" and auth.users.owners(ctx.account_id) == 1:
-        raise ValidationError("the account's last owner cannot be removed", field="user_id")
-    auth.users.remove_membership(user.id, ctx.account_id)
-    _audit(ctx, "user.removed", f"user:{user.id}", {"email": user.email, "role": old})
+    user = members.remove(auth_of(request), request, ctx.caller, _member_id(user_id))
     return _saved(request, ctx, f"{user.email} removed from the account.")
 
 
@@ -244,12 +216,7 @@ async def remove_member(request: Request, account_id: str, user_id: str) -> Resp
 @page
 async def reset_member_mfa(request: Request, account_id: str, user_id: str) -> Response:
     ctx = context(request, account_id)
-    auth = auth_of(request)
-    user, role = _member(auth, ctx.caller, _member_id(user_id))
-    _may_touch(ctx.caller, role)
-    auth.mfa.reset(user.id)
-    auth.sessions.revoke_all(user.id)
-    _audit(ctx, "user.mfa_reset", f"user:{user.id}")
+    user = members.reset_mfa(auth_of(request), request, ctx.caller, _member_id(user_id))
     return _saved(request, ctx, f"MFA reset for {user.email}; their sessions ended.")
 
 

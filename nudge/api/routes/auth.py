@@ -15,22 +15,20 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from nudge.errors import AuthError, Forbidden, NotFound, ValidationError
-from nudge.tenancy import audit
+from nudge.errors import AuthError, ValidationError
+from nudge.tenancy import audit, members
 from nudge.tenancy.roles import MFA_REQUIRED_ROLES, ROLES
 from nudge.tenancy.sessions import COOKIE, CSRF_COOKIE, NewSession
 from nudge.tenancy.throttle import email_key, ip_key
 from nudge.tenancy.users import (
     User,
     burn_password_check,
-    check_role,
     consume_password_reset,
     issue_password_reset,
-    normalize_email,
     verify_password,
 )
 
-from ..authz import Auth, Caller, auth_of, authorize, current_session
+from ..authz import Auth, auth_of, authorize, current_session
 from .ingest import read_body
 
 router = APIRouter(tags=["auth"])
@@ -283,20 +281,6 @@ async def password_reset(request: Request) -> Response:
 
 # -- users of an account -----------------------------------------------------------------------
 
-def _member(auth: Auth, caller: Caller, user_id: int) -> tuple[User, str]:
-    """A member of the caller's account; 404 for anyone else (no hint they exist)."""
-    role = auth.users.role_in(user_id, caller.account_id)
-    if role is None:
-        raise NotFound("no such user")
-    return auth.users.get(user_id), role
-
-
-def _may_touch(caller: Caller, target_role: str, new_role: str | None = None) -> None:
-    """Only owners may act on owners or make someone an owner."""
-    if caller.role != "owner" and "owner" in (target_role, new_role):
-        raise Forbidden("only an owner may change an owner or grant the owner role")
-
-
 @router.get("/1/users")
 async def list_users(request: Request) -> Response:
     """The account's dashboard users and their roles."""
@@ -312,29 +296,11 @@ async def add_user(request: Request) -> Response:
     a password gets a one-time ``reset_token`` to choose one."""
     auth, caller = auth_of(request), authorize(request)
     body = await _body(request, NewMember)
-    role, email = check_role(body.role), normalize_email(body.email)
-    _may_touch(caller, role)
-    existing = auth.users.by_email(email)
+    user, role, token = await run_in_threadpool(
+        members.add, auth, request, caller, body.email, body.role, body.password)
     out: dict[str, Any] = {"status": "success"}
-    if existing is not None:
-        if auth.users.role_in(existing.id, caller.account_id) is not None:
-            from nudge.errors import Conflict
-
-            raise Conflict("already a member; change the role with PATCH", field="email")
-        auth.users.set_membership(existing.id, caller.account_id, role)
-        user = existing
-    else:
-        import secrets
-
-        password = body.password
-        user = await run_in_threadpool(
-            lambda: auth.users.create(email, caller.account_id, role,
-                                      password=password or secrets.token_urlsafe(32)))
-        if password is None:
-            out["reset_token"] = issue_password_reset(auth.users.engine, user.id)
-    audit.record_request(request, account_id=caller.account_id, actor=caller.principal,
-                         action="user.added", target=f"user:{user.id}",
-                         detail={"email": user.email, "role": role})
+    if token is not None:
+        out["reset_token"] = token
     return JSONResponse({**out, "user": {**user.public(), "role": role}}, status_code=201)
 
 
@@ -343,30 +309,14 @@ async def change_role(request: Request, user_id: int) -> Response:
     """Change a member's role."""
     auth, caller = auth_of(request), authorize(request)
     body = await _body(request, RoleChange)
-    role = check_role(body.role)
-    user, old = _member(auth, caller, user_id)
-    _may_touch(caller, old, role)
-    if old == "owner" and role != "owner" and auth.users.owners(caller.account_id) == 1:
-        raise ValidationError("the account's last owner cannot be demoted", field="role")
-    auth.users.set_membership(user.id, caller.account_id, role)
-    audit.record_request(request, account_id=caller.account_id, actor=caller.principal,
-                         action="user.role_changed", target=f"user:{user.id}",
-                         detail={"email": user.email, "from": old, "to": role})
+    user, role = members.change_role(auth, request, caller, user_id, body.role)
     return JSONResponse({"status": "success", "user": {**user.public(), "role": role}})
 
 
 @router.delete("/1/users/{user_id}")
 async def remove_user(request: Request, user_id: int) -> Response:
     """Remove a member from the account (their access ends with their next request)."""
-    auth, caller = auth_of(request), authorize(request)
-    user, old = _member(auth, caller, user_id)
-    _may_touch(caller, old)
-    if old == "owner" and auth.users.owners(caller.account_id) == 1:
-        raise ValidationError("the account's last owner cannot be removed", field="user_id")
-    auth.users.remove_membership(user.id, caller.account_id)
-    audit.record_request(request, account_id=caller.account_id, actor=caller.principal,
-                         action="user.removed", target=f"user:{user.id}",
-                         detail={"email": user.email, "role": old})
+    members.remove(auth_of(request), request, authorize(request), user_id)
     return JSONResponse({"status": "success"})
 
 
@@ -375,8 +325,8 @@ async def start_password_reset(request: Request, user_id: int) -> Response:
     """A one-time password-reset token for a member (valid one hour; hand it over out of
     band). It does not switch off MFA."""
     auth, caller = auth_of(request), authorize(request)
-    user, role = _member(auth, caller, user_id)
-    _may_touch(caller, role)
+    user, role = members.member(auth, caller, user_id)
+    members.may_touch(caller, role)
     token = issue_password_reset(auth.users.engine, user.id)
     audit.record_request(request, account_id=caller.account_id, actor=caller.principal,
                          action="user.password_reset_issued", target=f"user:{user.id}")
@@ -389,13 +339,7 @@ async def start_password_reset(request: Request, user_id: int) -> Response:
 async def reset_mfa(request: Request, user_id: int) -> Response:
     """Switch off a member's MFA (lost device); they must enroll again at next sign-in if
     their role requires it. Their sessions end."""
-    auth, caller = auth_of(request), authorize(request)
-    user, role = _member(auth, caller, user_id)
-    _may_touch(caller, role)
-    auth.mfa.reset(user.id)
-    auth.sessions.revoke_all(user.id)
-    audit.record_request(request, account_id=caller.account_id, actor=caller.principal,
-                         action="user.mfa_reset", target=f"user:{user.id}")
+    members.reset_mfa(auth_of(request), request, authorize(request), user_id)
     return JSONResponse({"status": "success"})
 
 
