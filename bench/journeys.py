@@ -198,31 +198,42 @@ def latency(waiting: int, rate: float) -> None:
             time.sleep(0.2)
         uid = {i: c.get(f"/1/journeys/{jid}/users", params={"identity": f"t{i}"})
                .json()["user_id"] for i in range(waiting)}
-        acked: dict[int, float] = {}
-        rtt: list[float] = []
-        gap = 1.0 / rate
-        for i in range(waiting):
-            t0 = time.perf_counter()
-            resp = c.post("/1/upload", json={"d": [{
-                "type": "event", "identity": f"t{i}", "ts": int(time.time()),
-                "evtName": "Ping", "evtData": {}}]})
-            t1 = time.perf_counter()
-            assert resp.is_success, resp.text
-            acked[uid[i]] = t1
-            rtt.append(t1 - t0)
-            time.sleep(max(0.0, gap - (time.perf_counter() - t0)))
-        deadline = time.monotonic() + 30
-        while len(rx.arrived) < waiting and time.monotonic() < deadline:
-            time.sleep(0.1)
-    lat = [rx.arrived[u] - acked[u] for u in acked if u in rx.arrived]
+        lat, rtt = _paced_events(c, rx, uid, "t", "Ping", rate)
     header(f"journeys: event-to-advance latency, {waiting} waiting users, Pings at {rate:g}/s")
-    print(table(["measure", "p50", "p99", "max"], [
-        ["ack → next node's webhook reached the receiver",
-         f"{median(lat) * 1000:.0f} ms", f"{percentile(lat, 99) * 1000:.0f} ms",
-         f"{max(lat) * 1000:.0f} ms"],
-        ["reference: upload request → ack", f"{median(rtt) * 1000:.0f} ms",
-         f"{percentile(rtt, 99) * 1000:.0f} ms", f"{max(rtt) * 1000:.0f} ms"]]))
+    _latency_table("ack → next node's webhook reached the receiver", lat, rtt)
     print(f"\nadvanced {len(lat)}/{waiting}; load average {loadavg()}")
+
+
+def _paced_events(c: httpx.Client, rx: Receiver, uid: dict[int, int], prefix: str,
+                  event: str, rate: float) -> tuple[list[float], list[float]]:
+    """One ``event`` per person ``{prefix}{i}`` at ``rate`` per second; returns each
+    person's latency from acknowledgement to their webhook at ``rx``, and the upload round
+    trips (the reference)."""
+    acked: dict[int, float] = {}
+    rtt: list[float] = []
+    gap = 1.0 / rate
+    for i in range(len(uid)):
+        t0 = time.perf_counter()
+        resp = c.post("/1/upload", json={"d": [{
+            "type": "event", "identity": f"{prefix}{i}", "ts": int(time.time()),
+            "evtName": event, "evtData": {}}]})
+        t1 = time.perf_counter()
+        assert resp.is_success, resp.text
+        acked[uid[i]] = t1
+        rtt.append(t1 - t0)
+        time.sleep(max(0.0, gap - (time.perf_counter() - t0)))
+    deadline = time.monotonic() + 30
+    while len(rx.arrived) < len(uid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [rx.arrived[u] - acked[u] for u in acked if u in rx.arrived], rtt
+
+
+def _latency_table(measure: str, lat: list[float], rtt: list[float]) -> None:
+    def ms(xs: list[float]) -> list[str]:
+        return [f"{median(xs) * 1000:.0f} ms", f"{percentile(xs, 99) * 1000:.0f} ms",
+                f"{max(xs) * 1000:.0f} ms"]
+    print(table(["measure", "p50", "p99", "max"],
+                [[measure, *ms(lat)], ["reference: upload request → ack", *ms(rtt)]]))
 
 
 def segment_latency(people: int, rate: float) -> None:
@@ -247,30 +258,9 @@ def segment_latency(people: int, rate: float) -> None:
         assert c.post(f"/1/journeys/{jid}/publish").is_success
         uid = {i: c.get(f"/1/journeys/{jid}/users", params={"identity": f"s{i}"})
                .json()["user_id"] for i in range(people)}
-        acked: dict[int, float] = {}
-        rtt: list[float] = []
-        gap = 1.0 / rate
-        for i in range(people):
-            t0 = time.perf_counter()
-            resp = c.post("/1/upload", json={"d": [{
-                "type": "event", "identity": f"s{i}", "ts": int(time.time()),
-                "evtName": "Qualify", "evtData": {}}]})
-            t1 = time.perf_counter()
-            assert resp.is_success, resp.text
-            acked[uid[i]] = t1
-            rtt.append(t1 - t0)
-            time.sleep(max(0.0, gap - (time.perf_counter() - t0)))
-        deadline = time.monotonic() + 30
-        while len(rx.arrived) < people and time.monotonic() < deadline:
-            time.sleep(0.1)
-    lat = [rx.arrived[u] - acked[u] for u in acked if u in rx.arrived]
+        lat, rtt = _paced_events(c, rx, uid, "s", "Qualify", rate)
     header(f"journeys: live segment entry, {people} people qualifying at {rate:g}/s")
-    print(table(["measure", "p50", "p99", "max"], [
-        ["ack → first node's webhook reached the receiver",
-         f"{median(lat) * 1000:.0f} ms", f"{percentile(lat, 99) * 1000:.0f} ms",
-         f"{max(lat) * 1000:.0f} ms"],
-        ["reference: upload request → ack", f"{median(rtt) * 1000:.0f} ms",
-         f"{percentile(rtt, 99) * 1000:.0f} ms", f"{max(rtt) * 1000:.0f} ms"]]))
+    _latency_table("ack → first node's webhook reached the receiver", lat, rtt)
     print(f"\nentered {len(lat)}/{people}; load average {loadavg()}")
 
 
