@@ -21,11 +21,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pyotp
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "web"))
@@ -51,6 +53,28 @@ def demo_server(tmp: Path, users: int, events: int) -> NudgeServer:
     srv = NudgeServer(tmp, free_port(), acct["id"], key["passcode"], "")
     srv.start()
     return srv
+
+
+@contextmanager
+def marketer_page(users: int, events: int) -> Iterator[tuple[NudgeServer, Page]]:
+    """A server on a fresh demo of this size and a 1280px Chromium page signed in as a
+    marketer (through POST /auth/login): for the page benchmarks and screenshots."""
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        srv = demo_server(Path(d), users, events)
+        print(f"demo loaded and server up in {time.perf_counter() - t0:.0f} s")
+        try:
+            add_user(srv, "marketer@example.com", "marketer")
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+                r = ctx.request.post(srv.url + "/auth/login", timeout=120_000, data={
+                    "email": "marketer@example.com", "password": PASSWORD})
+                assert r.ok, r.text()
+                yield srv, ctx.new_page()
+                browser.close()
+        finally:
+            srv.stop()
 
 
 def median_ms(fn, n: int) -> float:  # type: ignore[no-untyped-def]

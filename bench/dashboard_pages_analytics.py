@@ -10,19 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "web"))
-from browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from dashboard_helpers import add_user, sign_in  # noqa: E402
 
-from bench.dashboard_pages import SHOTS, demo_server  # noqa: E402
+from bench.dashboard_pages import SHOTS, marketer_page  # noqa: E402
 
 REPORTS = {
     "trends": {"series": [{"event": "App Launched", "measure": "unique_users"},
@@ -77,21 +72,8 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=500_000)
     args = ap.parse_args()
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
-        srv = demo_server(Path(d), args.users, args.events)
-        print(f"demo loaded and server up in {time.perf_counter() - t0:.0f} s")
-        try:
-            add_user(srv, "marketer@example.com", "marketer")
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-                sign_in(page, srv, "marketer@example.com")
-                run(srv.url, srv.account_id, page)
-                browser.close()
-        finally:
-            srv.stop()
-
+    with marketer_page(args.users, args.events) as (srv, page):
+        run(srv.url, srv.account_id, page)
 
 if __name__ == "__main__":
     main()

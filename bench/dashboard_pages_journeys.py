@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "web"))
-from browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from dashboard_helpers import PASSWORD, add_user  # noqa: E402
 
-from bench.dashboard_pages import SHOTS, demo_server, median_ms  # noqa: E402
+from bench.dashboard_pages import SHOTS, marketer_page, median_ms  # noqa: E402
 from conftest import NudgeServer  # noqa: E402
 
 
@@ -149,24 +145,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
-        srv = demo_server(Path(d), args.users, args.events)
-        print(f"demo loaded and server up in {time.perf_counter() - t0:.0f} s")
-        try:
-            add_user(srv, "marketer@example.com", "marketer")
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-                r = ctx.request.post(srv.url + "/auth/login", timeout=120_000, data={
-                    "email": "marketer@example.com", "password": PASSWORD})
-                assert r.ok, r.text()
-                page = ctx.new_page()
-                run(srv, page, args.runs)
-                browser.close()
-        finally:
-            srv.stop()
-
+    with marketer_page(args.users, args.events) as (srv, page):
+        run(srv, page, args.runs)
 
 if __name__ == "__main__":
     main()
