@@ -160,11 +160,15 @@ class InProcessServer:
     ``nudge.clock`` for the scheduler and workers; ``restart`` stops it and starts a new
     app on the same data directory (the same account)."""
 
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None,
+                 account: tuple[str, str] | None = None) -> None:
+        """``account`` (id, passcode) reuses an account created on ``tmp`` before."""
         import json
 
-        acct = json.loads(nudge_cli(tmp, "accounts", "create", "test", "--json"))
-        self.data_dir, self.account_id, self.passcode = tmp, acct["id"], acct["passcode"]
+        if account is None:
+            acct = json.loads(nudge_cli(tmp, "accounts", "create", "test", "--json"))
+            account = acct["id"], acct["passcode"]
+        self.data_dir, (self.account_id, self.passcode) = tmp, account
         # Provider servers listen on 127.0.0.1: the SSRF guard's opt-in.
         self.env = {"NUDGE_ENGAGE_ALLOW_PRIVATE_NETWORKS": "true", **(env or {})}
         self.start()
@@ -178,8 +182,9 @@ class InProcessServer:
         from nudge.config import load_settings
 
         self.port = free_port()
-        app = create_app(load_settings(env=dict(self.env), data_dir=self.data_dir))
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+        self.settings = load_settings(env=dict(self.env), data_dir=self.data_dir)
+        self.app = create_app(self.settings)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
                                                     log_level="warning", log_config=None))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

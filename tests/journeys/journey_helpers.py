@@ -7,67 +7,18 @@ code reads (never time.time()).
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
-import httpx
-import uvicorn
-
-from conftest import free_port, nudge_cli
 from nudge.clock import clock
-from nudge.config import load_settings
+from tests.engage.engage_helpers import InProcessServer
 
 
-class LocalServer:
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None,
-                 account: tuple[str, str] | None = None) -> None:
-        """A server on ``tmp``; ``account`` (id, passcode) reuses an account created by an
-        earlier server on the same directory (a restart)."""
-        from nudge.api.app import create_app
-
-        if account is None:
-            acct = json.loads(nudge_cli(tmp, "accounts", "create", "test", "--json"))
-            account = acct["id"], acct["passcode"]
-        self.account_id, self.passcode = account
-        self.port = free_port()
-        # Provider servers listen on 127.0.0.1: the SSRF guard's opt-in, as for every test server.
-        self.settings = load_settings(env={"NUDGE_ENGAGE_ALLOW_PRIVATE_NETWORKS": "true",
-                                           **(env or {})},
-                                      data_dir=tmp)
-        self.app = create_app(self.settings)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", log_config=None))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("in-process server did not become ready")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-Nudge-Account-Id": self.account_id, "X-Nudge-Passcode": self.passcode}
-
-    def upload(self, records: list[dict[str, Any]], **kw: Any) -> httpx.Response:
-        kw.setdefault("timeout", 60)
-        return httpx.post(self.url + "/1/upload", json={"d": records}, headers=self.headers,
-                          **kw)
+class LocalServer(InProcessServer):
+    """tests/engage's in-process server, plus the journey engine and a clock reset."""
 
     def stop(self, keep_clock: bool = False) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+        super().stop()
         if not keep_clock:
             clock.offset = 0.0
 
