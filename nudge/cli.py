@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from nudge.config import Settings, load_settings
-from nudge.privacy import cli as privacy_cli
 from nudge.predict import cli as predict_cli
+from nudge.privacy import cli as privacy_cli
 from nudge.tenancy import cli as auth_cli
 
 app = typer.Typer(help="Nudge: customer lifecycle platform.", no_args_is_help=True,

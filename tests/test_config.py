@@ -20,8 +20,8 @@ def test_every_setting_is_documented() -> None:
 
 def test_environment_overrides_defaults() -> None:
     s = load_settings({"NUDGE_DEDUP_WINDOW_S": "60", "NUDGE_LIMIT_MAX_RECORDS": "10",
-                       "NUDGE_DATA_DIR": "/tmp/x"})
-    assert (s.dedup_window_s, s.limits.max_records, s.data_dir) == (60, 10, Path("/tmp/x"))
+                       "NUDGE_DATA_DIR": "/srv/nudge-x"})
+    assert (s.dedup_window_s, s.limits.max_records, s.data_dir) == (60, 10, Path("/srv/nudge-x"))
 
 
 @pytest.mark.parametrize("env", [{"NUDGE_DEDUP_WINDOW_S": "soon"},

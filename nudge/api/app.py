@@ -8,31 +8,42 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from nudge import __version__
+from nudge import (
+    __version__,
+    web,  # issue 9: dashboard
+)
 from nudge.config import Settings
+from nudge.engage.service import start_engage
 from nudge.ingest import reject_counts
-from nudge.privacy.admin import AdminSocket, Instance
+from nudge.journeys.engine import start_journeys
 from nudge.predict.schedule import RetrainSchedule
+from nudge.privacy.admin import AdminSocket, Instance
 from nudge.privacy.keys import Keyring, load_master_key
 from nudge.store import control
 from nudge.store.registry import StoreRegistry
 from nudge.tenancy.accounts import AccountDirectory
 
 from . import errors
-from nudge.engage.service import start_engage
-from nudge.journeys.engine import start_journeys
-
+from .authz import Auth
 from .context import Nudge
 from .cors import BrowserCORS
-from .routes import analytics, analytics_paths, ingest, ops, profiles, sdk, segments
-from .routes import channels, inbox
-from .routes import campaigns, tracking  # issue 5: campaigns, delivery, tracking
-from .routes import predict as predict_routes  # issue 8: RFM, goals, training, scores
-from .routes import journeys as journeys_routes  # issue 7: journeys
+from .routes import (  # issue 5: campaigns, delivery, tracking
+    analytics,
+    analytics_paths,
+    campaigns,
+    channels,
+    inbox,
+    ingest,
+    ops,
+    profiles,
+    sdk,
+    segments,
+    tracking,
+)
 from .routes import auth as auth_routes
 from .routes import gdpr as gdpr_routes
-from nudge import web  # issue 9: dashboard
-from .authz import Auth
+from .routes import journeys as journeys_routes  # issue 7: journeys
+from .routes import predict as predict_routes  # issue 8: RFM, goals, training, scores
 from .security import SecurityHeaders
 
 log = logging.getLogger("nudge.api")

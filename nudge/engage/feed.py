@@ -186,9 +186,4 @@ class EventFeed:
 
 
 def _insert_ignore(conn: sa.Connection, values: dict[str, Any]) -> None:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    conn.execute(insert(W).values(**values).on_conflict_do_nothing(
-        index_elements=["consumer", "account_id"]))
+    control.insert_ignore(conn, W, [values], ("consumer", "account_id"))

@@ -71,24 +71,7 @@ def insert(conn: Connection, rows: Sequence[dict[str, Any]],
         return
     keyring = keyring or sealing.keyring_of(conn.engine)
     rows = [sealing.seal_outbox_row(keyring, dict(r)) for r in rows]
-    if conn.dialect.name == "sqlite":
-        # The DB-API directly: SQLAlchemy's per-row parameter processing costs more than
-        # SQLite's insert itself (see bench/engage_campaign.py).
-        cols = list(rows[0])
-        sql = (f"INSERT INTO outbox ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-               "ON CONFLICT (idem_key) DO NOTHING")  # column names are ours
-        conn.connection.driver_connection.executemany(  # type: ignore[union-attr]
-            sql, [tuple(r[c] for c in cols) for r in rows])
-        return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt: Any = pg_insert(OB).on_conflict_do_nothing(index_elements=["idem_key"])
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(OB).on_conflict_do_nothing(index_elements=["idem_key"])
-    conn.execute(stmt, list(rows))
+    control.insert_ignore(conn, OB, rows, ("idem_key",))  # a re-enqueue is a no-op
 
 
 class Claimed(SimpleNamespace):

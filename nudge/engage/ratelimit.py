@@ -58,20 +58,11 @@ def reserve(engine: Engine, key: Key, rate: float, n: int, now: float | None = N
     with engine.begin() as conn:
         end = conn.execute(stmt).scalar()
         if end is None:  # first use of this key anywhere
-            _insert_ignore(conn, account_id, channel, floor)
+            control.insert_ignore(conn, T, [{"account_id": account_id, "channel": channel,
+                                             "tat": floor}], ("account_id", "channel"))
             end = conn.execute(stmt).scalar_one()
     start = float(end) - n * interval
     return [start + i * interval for i in range(n)]
-
-
-def _insert_ignore(conn: sa.Connection, account_id: str, channel: str, tat: float) -> None:
-    values = {"account_id": account_id, "channel": channel, "tat": tat}
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    conn.execute(insert(T).values(**values).on_conflict_do_nothing(
-        index_elements=["account_id", "channel"]))
 
 
 @dataclass

@@ -35,7 +35,6 @@ from nudge.clock import clock
 from nudge.engage.compose import TZ_PROPS, _valid_zone
 from nudge.store import control
 
-from .leases import upsert
 from .model import Journey
 from .timers import _resolve, property_time
 
@@ -162,6 +161,6 @@ def scan(eng: JourneyEngine) -> int:
 
 
 def _set_watermark(conn: Any, journey_id: int, at: float) -> None:
-    ins = upsert(conn, W).values(journey_id=journey_id, scanned_to=at)
+    ins = control.dialect_insert(conn, W).values(journey_id=journey_id, scanned_to=at)
     conn.execute(ins.on_conflict_do_update(index_elements=[W.c.journey_id],
                                            set_={"scanned_to": ins.excluded.scanned_to}))

@@ -170,7 +170,7 @@ class JourneyEngine:
                              "status": "active", "node": j.start, "state": "ready", "seq": 0,
                              "due_at": now, "context": json.dumps(ctx) if ctx else None,
                              "entered_at": now})
-            n = leases.insert_ignore(conn, E, rows, ("journey_id", "entry_key"))
+            n = control.insert_ignore(conn, E, rows, ("journey_id", "entry_key"))
         if n:
             self.wake()
         return n
@@ -306,7 +306,7 @@ class JourneyEngine:
             current = leases.current_seq(conn, ids)
             plans = [p for p in plans if current.get(p.entry.id) == p.entry.seq]
             steps = [s for p in plans for s in p.steps]
-            leases.insert_ignore(conn, S, steps, ("step_key",))
+            control.insert_ignore(conn, S, steps, ("step_key",))
             outbox.insert(conn, [m for p in plans for m in p.outbox])
             if plans:
                 conn.execute(E.update().where(E.c.id == sa.bindparam("eid")),

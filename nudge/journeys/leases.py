@@ -46,36 +46,6 @@ def begin_write(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def upsert(conn: Connection, table: sa.Table) -> Any:
-    """An INSERT with ``on_conflict_do_nothing`` / ``_do_update`` in the connection's
-    dialect (SQLite and PostgreSQL spell upserts the same way in SQLAlchemy)."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    return insert(table)
-
-
-def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]],
-                  keys: tuple[str, ...]) -> int:
-    """Insert ``rows``, skipping those whose ``keys`` exist; how many were inserted.
-
-    On SQLite through the DB-API's ``executemany`` (SQLAlchemy's per-row parameter
-    processing cost more than the inserts: 9.6 of 70 s in a profile of 20k users through
-    5 nodes), the column names being our own."""
-    if not rows:
-        return 0
-    if conn.dialect.name == "sqlite":
-        cols = list(rows[0])
-        sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
-               f"({', '.join(':' + c for c in cols)}) ON CONFLICT ({', '.join(keys)}) DO NOTHING")
-        cur = conn.connection.driver_connection.executemany(sql, rows)  # type: ignore[union-attr]
-        return int(cur.rowcount) if cur.rowcount is not None and cur.rowcount >= 0 else len(rows)
-    res = conn.execute(upsert(conn, table).on_conflict_do_nothing(index_elements=list(keys)),
-                       rows)
-    return int(res.rowcount) if res.rowcount is not None and res.rowcount >= 0 else len(rows)
-
-
 def claim(engine: Engine, owner: str, live: set[int], now: float, limit: int,
           lease_s: float) -> list[Any]:
     """Claim up to ``limit`` due active entries of the ``live`` journeys; their rows."""
@@ -96,7 +66,7 @@ def claim(engine: Engine, owner: str, live: set[int], now: float, limit: int,
                 "OR journey_leases.owner = excluded.owner",
                 [(i, owner, now + lease_s, now) for i in ids])
         else:
-            ins = upsert(conn, L)
+            ins = control.dialect_insert(conn, L)
             conn.execute(ins.on_conflict_do_update(
                 index_elements=[L.c.entry_id],
                 set_={"owner": ins.excluded.owner, "expires_at": ins.excluded.expires_at},

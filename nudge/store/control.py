@@ -585,3 +585,37 @@ def connect(url: str) -> Engine:
         sa.event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
     return engine
+
+
+def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
+    """An INSERT in the connection's dialect, for ``on_conflict_do_nothing`` /
+    ``on_conflict_do_update`` (SQLite and PostgreSQL spell upserts the same way)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    return insert(table)
+
+
+def insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]],
+                  keys: tuple[str, ...]) -> int:
+    """Insert ``rows`` (dicts with the same columns), skipping those whose ``keys`` exist
+    already; returns how many were inserted. The one "insert if absent" of the control
+    store, correct on SQLite and PostgreSQL under concurrent writers.
+
+    On SQLite through the DB-API's ``executemany``: SQLAlchemy's per-row parameter
+    processing cost more than the inserts themselves (the campaign outbox and the journey
+    engine insert tens of thousands of rows at a time); the column names are our own."""
+    if not rows:
+        return 0
+    if conn.dialect.name == "sqlite":
+        cols = list(rows[0])
+        sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
+               f"({', '.join('?' * len(cols))}) ON CONFLICT ({', '.join(keys)}) DO NOTHING")
+        cur = conn.connection.driver_connection.executemany(  # type: ignore[union-attr]
+            sql, [tuple(r[c] for c in cols) for r in rows])
+    else:
+        cur = conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(
+            index_elements=list(keys)), rows)
+    n = cur.rowcount
+    return int(n) if n is not None and n >= 0 else len(rows)

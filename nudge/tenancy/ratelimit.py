@@ -61,7 +61,7 @@ def take(engine: Engine, key: str, per_minute: int, n: int, now: float) -> int:
                     .values(tat=start + want * interval))
             if conn.execute(stmt).rowcount:
                 return want
-            if _insert_ignore(conn, key):
+            if control.insert_ignore(conn, T, [{"key": key, "tat": 0.0}], ("key",)):
                 if conn.execute(stmt).rowcount:
                     return want
     return 0
@@ -74,17 +74,6 @@ def retry_after(engine: Engine, key: str, per_minute: int, now: float) -> int:
         tat = conn.execute(sa.select(T.c.tat).where(T.c.key == key)).scalar()
     wait = (float(tat or now) + interval) - (now + WINDOW_S)
     return max(1, math.ceil(wait))
-
-
-def _insert_ignore(conn: sa.Connection, key: str) -> bool:
-    """Create the bucket (full) if missing; True if a row was created."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    res = conn.execute(insert(T).values(key=key, tat=0.0).on_conflict_do_nothing(
-        index_elements=["key"]))
-    return bool(res.rowcount)
 
 
 def _buckets_engine(engine: Engine) -> Engine:

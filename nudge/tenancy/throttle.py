@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 
 from nudge.clock import clock
 from nudge.errors import TooManyRequests
+from nudge.store import control
 from nudge.store.control import login_throttle
 
 FREE_FAILURES = 5
@@ -81,10 +82,5 @@ class LoginThrottle:
 
 def _insert_ignore(conn: sa.Connection, key: str, now: float) -> bool:
     """Create the key's row with one failure; False if it exists already."""
-    values = {"key": key, "failures": 1, "last_failure_at": now, "locked_until": None}
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    return bool(conn.execute(insert(login_throttle).values(**values).on_conflict_do_nothing(
-        index_elements=["key"])).rowcount)
+    return bool(control.insert_ignore(conn, login_throttle, [{
+        "key": key, "failures": 1, "last_failure_at": now, "locked_until": None}], ("key",)))
