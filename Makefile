@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(BIN)/nudge serve --data-dir $(DATA) --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check nudge tests bench sdks/python
