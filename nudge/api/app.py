@@ -38,6 +38,7 @@ from .routes import (  # issue 5: campaigns, delivery, tracking
     profiles,
     sdk,
     segments,
+    subscription_categories,  # issue 9: subscription categories
     tracking,
 )
 from .routes import auth as auth_routes
@@ -96,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.include_router(predict_routes.router)  # issue 8: predictive segments
     app.include_router(journeys_routes.router)  # issue 7: journeys
+    app.include_router(subscription_categories.router)  # issue 9: subscription categories
     web.install(app)  # issue 9: the dashboard (/ui pages, /ui/static)
     app.add_middleware(SecurityHeaders, tls=settings.tls)
     return app

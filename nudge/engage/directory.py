@@ -26,6 +26,7 @@ from nudge.errors import Conflict, NotFound
 from nudge.store import control
 
 from .campaigns import CampaignSpec, dumps, next_cron, parse_campaign
+from .categories import CategoryDirectory
 
 C = control.campaigns
 EDITABLE = ("draft", "scheduled", "paused")
@@ -94,6 +95,7 @@ class CampaignDirectory:
 
     def create(self, body: Any) -> Campaign:
         spec = parse_campaign(body)
+        CategoryDirectory(self.engine, self.account_id).require(spec.category)
         now = clock.now()
         with self.engine.begin() as conn:
             cid = conn.execute(C.insert().values(
@@ -108,6 +110,8 @@ class CampaignDirectory:
         spec = parse_campaign(body)
         if spec.kind != c.kind:
             raise Conflict("a campaign's kind cannot change")
+        CategoryDirectory(self.engine, self.account_id).require(
+            spec.category, unchanged_ok=spec_of(c).category)
         self._set(campaign_id, name=spec.name, definition=dumps(body))
         return self.get(campaign_id)
 

@@ -60,6 +60,12 @@ def suppressed_users(account_id: str, uids: list[int]) -> set[int]:
     return out
 
 
+def unsubscribed_from(off: set[tuple[str, str]], channel: str, category: str) -> bool:
+    """Whether a person whose (channel, category) rows in ``off`` are unsubscribed gets no
+    ``category`` messages by ``channel`` (``*`` stands for every channel or category)."""
+    return bool({(channel, category), (channel, "*"), ("*", category), ("*", "*")} & off)
+
+
 @dataclass(frozen=True)
 class AccountPolicy:
     caps: tuple[Cap, ...] = ()
@@ -196,10 +202,7 @@ class PolicyGate:
 
     def is_unsubscribed(self, uid: int, channel: str) -> bool:
         u = self.unsubscribed.get(uid)
-        if not u:
-            return False
-        cat = self.spec.category
-        return bool({(channel, cat), (channel, "*"), ("*", cat), ("*", "*")} & u)
+        return bool(u) and unsubscribed_from(u, channel, self.spec.category)
 
     def decide(self, uid: int, reachable: Callable[[str], bool], tz: str,
                channels: Iterable[str] | None = None) -> Decision:

@@ -568,6 +568,26 @@ ingest_rejects = sa.Table(
 )
 # -- end dashboard ingestion health ------------------------------------------------------------
 
+# -- subscription categories (issue 9 settings / issue 5 policy, nudge/engage/categories.py) ----
+# The account's list of subscription categories: ``key`` is what campaigns (``category``)
+# and subscription rows name and never changes; ``name`` and ``description`` are what the
+# dashboard and the recipient's preference page show. Archived categories stay (old
+# campaigns and subscription rows keep meaning) but new campaigns cannot pick them.
+subscription_categories = sa.Table(
+    "subscription_categories",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(32), sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.String(1000), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("archived_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("account_id", "key", name="uq_subscription_categories_key"),
+)
+# -- end subscription categories -----------------------------------------------------------------
+
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()

@@ -151,6 +151,12 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("PUT", "/1/engage/policy"): "campaigns:write",
     ("GET", "/1/subscriptions"): "profiles:read",
     ("PUT", "/1/subscriptions"): "profiles:write",
+    # subscription categories (nudge/api/routes/subscription_categories.py): as the policy
+    ("GET", "/1/subscription-categories"): "campaigns:read",
+    ("POST", "/1/subscription-categories"): "campaigns:write",
+    ("GET", "/1/subscription-categories/{key}"): "campaigns:read",
+    ("PUT", "/1/subscription-categories/{key}"): "campaigns:write",
+    ("DELETE", "/1/subscription-categories/{key}"): "campaigns:write",
     ("POST", "/1/webhooks"): "channels:manage",
     ("GET", "/1/webhooks"): "channels:manage",
     ("DELETE", "/1/webhooks/{webhook_id}"): "channels:manage",
@@ -245,6 +251,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     # dashboard settings edit forms (nudge/web/settings.py): the API counterpart's permission
     ("POST", "/ui/{account_id}/settings/account"): "users:manage",
     ("POST", "/ui/{account_id}/settings/policy"): "campaigns:write",
+    ("GET", "/ui/{account_id}/settings/categories"): "campaigns:read",
+    ("POST", "/ui/{account_id}/settings/categories"): "campaigns:write",
+    ("POST", "/ui/{account_id}/settings/categories/{key}"): "campaigns:write",
     ("POST", "/ui/{account_id}/settings/users"): "users:manage",
     ("POST", "/ui/{account_id}/settings/users/{user_id}/role"): "users:manage",
     ("POST", "/ui/{account_id}/settings/users/{user_id}/remove"): "users:manage",

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from nudge.engage import reach
+from nudge.engage.categories import DEFAULT, CategoryDirectory
 from nudge.engage.directory import CampaignDirectory
 from nudge.errors import NudgeError, ValidationError
 from nudge.query.segments.saved import SegmentDirectory
@@ -132,6 +133,8 @@ def definition_from_form(form: dict[str, str]) -> dict[str, Any]:
     content = _content(form, channels)
     body: dict[str, Any] = {"name": form.get("name", "").strip(), "kind": kind,
                             "channels": channels, "content": content}
+    if form.get("category", "").strip():  # else parse_campaign's default (categories.DEFAULT)
+        body["category"] = form["category"].strip()
     seg = form.get("segment_id", "").strip()
     if seg.isdigit():
         body["audience"] = {"segment_id": int(seg)}
@@ -220,6 +223,7 @@ def describe(d: dict[str, Any]) -> dict[str, Any]:
         q = d["quiet_hours"]
         policy.append(f"quiet {q['start']}-{q['end']} ({q.get('action', 'delay')})")
     return {"starts": starts, "button": button, "split": split,
+            "category": d.get("category", DEFAULT),
             "channels": " → ".join(d.get("channels", [])),
             "policy": "; ".join(policy) or "the account's defaults"}
 
@@ -228,15 +232,21 @@ def _segments(ctx: PageContext) -> list[Any]:
     return SegmentDirectory(ctx.nudge.accounts.engine, ctx.account_id).list()
 
 
+def _categories(ctx: PageContext) -> list[Any]:
+    """The account's active subscription categories (the default first)."""
+    return CategoryDirectory(ctx.nudge.accounts.engine, ctx.account_id).list()
+
+
 @router.get("/ui/{account_id}/campaigns/new")
 @page
 async def wizard(request: Request, account_id: str) -> Response:
     ctx = context(request, account_id)
     segments = await run_in_threadpool(_segments, ctx)
+    categories = await run_in_threadpool(_categories, ctx)
     kind = request.query_params.get("kind")
     return render(request, "campaign_wizard.html", ctx, segments=segments, channels=CHANNELS,
                   kind=kind if kind in KINDS else "one_time", ops=TRIGGER_OPS, units=UNITS,
-                  filter_rows=FILTER_ROWS)
+                  filter_rows=FILTER_ROWS, categories=categories)
 
 
 @router.post("/ui/{account_id}/campaigns/estimate")

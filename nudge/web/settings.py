@@ -1,6 +1,6 @@
 """Settings: account, API keys (create, revoke), users and roles, audit log, and the
 engagement settings (channel providers with write-only credentials, frequency caps, quiet
-hours, outbound webhooks), each editable in a form.
+hours, subscription categories, outbound webhooks), each editable in a form.
 
 Key actions call the same ``auth.keys`` functions as /1/keys and write the same audit
 entries; each route is declared with the API's permission in ROUTE_PERMISSIONS.
@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from nudge.api.authz import auth_of
 from nudge.clock import clock
+from nudge.engage.categories import CategoryDirectory, create_audited, update_audited
 from nudge.errors import NotFound, ValidationError
 from nudge.store import control
 from nudge.tenancy import audit, members
@@ -46,7 +47,9 @@ def _channels(ctx: PageContext) -> list[dict[str, Any]]:
 async def settings(request: Request, account_id: str) -> Response:
     ctx = context(request, account_id)
     policy = await run_in_threadpool(_policy, ctx)
-    return render(request, "settings.html", ctx, policy=policy, zones=_ZONES)
+    categories = await run_in_threadpool(_categories, ctx)
+    return render(request, "settings.html", ctx, policy=policy, zones=_ZONES,
+                  categories=categories)
 
 
 @router.get("/ui/{account_id}/settings/keys")
@@ -353,3 +356,53 @@ async def delete_webhook(request: Request, account_id: str, webhook_id: str) -> 
     _changed(engage, ctx.account_id)
     _audit(ctx, "webhook.deleted", f"webhook:{webhook_id}")
     return _saved(request, ctx, f"Webhook {webhook_id} deleted.")
+
+
+# subscription categories (the functions /1/subscription-categories calls, audited alike)
+
+def _categories(ctx: PageContext) -> list[dict[str, Any]]:
+    if not ctx.can("campaigns:read"):
+        return []
+    d = CategoryDirectory(ctx.nudge.accounts.engine, ctx.account_id)
+    return [c.to_dict() for c in d.list(archived=True)]
+
+
+def _category_changed(request: Request, ctx: PageContext, message: str) -> Response:
+    resp = _saved(request, ctx, message)
+    resp.headers["HX-Trigger"] = "categories-changed"  # the list reloads itself
+    return resp
+
+
+@router.get("/ui/{account_id}/settings/categories")
+@page
+async def categories_list(request: Request, account_id: str) -> Response:
+    """The categories table (reloaded after each change)."""
+    ctx = context(request, account_id)
+    rows = await run_in_threadpool(_categories, ctx)
+    return render(request, "settings_categories.html", ctx, categories=rows)
+
+
+@router.post("/ui/{account_id}/settings/categories")
+@page
+async def add_category(request: Request, account_id: str) -> Response:
+    ctx = context(request, account_id)  # campaigns:write, as POST /1/subscription-categories
+    form = await form_of(request)
+    body = {k: form[k].strip() for k in ("name", "key", "description") if form.get(k, "").strip()}
+    d = CategoryDirectory(ctx.nudge.accounts.engine, ctx.account_id)
+    c = await run_in_threadpool(create_audited, request, d, ctx.caller.principal, body)
+    return _category_changed(request, ctx, f"Category {c.name} ({c.key}) created.")
+
+
+@router.post("/ui/{account_id}/settings/categories/{key}")
+@page
+async def edit_category(request: Request, account_id: str, key: str) -> Response:
+    """Rename / describe (``name``, ``description``), or ``archived=true|false``."""
+    ctx = context(request, account_id)  # campaigns:write, as PUT /1/subscription-categories
+    form = await form_of(request)
+    body: dict[str, Any] = {k: form[k] for k in ("name", "description") if k in form}
+    if "archived" in form:
+        body["archived"] = form["archived"] == "true"
+    d = CategoryDirectory(ctx.nudge.accounts.engine, ctx.account_id)
+    c = await run_in_threadpool(update_audited, request, d, ctx.caller.principal, key, body)
+    state = "archived" if c.archived else "active"
+    return _category_changed(request, ctx, f"Category {c.name} ({c.key}) saved; {state}.")

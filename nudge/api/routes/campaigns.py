@@ -15,6 +15,7 @@ from nudge.clock import clock
 from nudge.engage import outbox, reach
 from nudge.engage.bus import parse_webhook
 from nudge.engage.campaigns import CHANNELS
+from nudge.engage.categories import CategoryDirectory
 from nudge.engage.directory import CampaignDirectory, spec_of
 from nudge.engage.expand import build_rows
 from nudge.engage.report import by_occurrence, campaign_report
@@ -313,6 +314,9 @@ async def put_subscription(request: Request) -> Response:
                               field="channel")
     if not isinstance(cat, str) or not cat or len(cat) > 64:
         raise ValidationError("category must be a name of 1-64 characters", field="category")
+    if cat != "*":
+        await run_in_threadpool(CategoryDirectory(ctx.engage.engine, ctx.account_id).require,
+                                cat, "category", None, True)
     if not isinstance(sub, bool):
         raise ValidationError("subscribed must be true or false", field="subscribed")
     uid = await run_in_threadpool(_user, ctx, body.get("user"), "user")

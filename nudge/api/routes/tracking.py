@@ -15,6 +15,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from nudge.clock import clock
 from nudge.engage import tracking
+from nudge.engage.categories import CategoryDirectory
+from nudge.engage.policy import unsubscribed_from
 from nudge.engage.service import Engage
 from nudge.errors import AuthError, NotFound, ValidationError
 from nudge.store import control
@@ -92,38 +94,111 @@ def _page(title: str, body: str) -> HTMLResponse:
                         f"<h1>{title}</h1>{body}</body></html>")
 
 
+# The channels a person can set preferences for (the webhook channel reaches systems).
+PREFERENCE_CHANNELS = ("email", "sms", "push", "webpush", "whatsapp", "inapp")
+
+
+def _preferences(engage: Engage, account_id: str, uid: int, channel: str, category: str,
+                 ) -> tuple[list[str], list[tuple[str, str]], set[tuple[str, str]]]:
+    """(channels, [(category key, name)], the person's (channel, category) rows that are
+    off): the link's channel first, "*" (all messages) then the account's active categories,
+    plus the link's own category if it is archived or not listed."""
+    cats = CategoryDirectory(engage.engine, account_id).list(archived=True)
+    shown = [("*", "All messages")] + [(c.key, c.name) for c in cats
+                                       if not c.archived or c.key == category]
+    if category not in {k for k, _ in shown}:
+        shown.append((category, category))
+    channels = [channel] + [c for c in PREFERENCE_CHANNELS if c != channel]
+    off = {(r["channel"], r["category"]) for r in subscriptions_of(engage, account_id, uid)
+           if not r["subscribed"]}
+    return channels, shown, off
+
+
+def _field(channel: str, key: str) -> str:
+    return f"s.{channel}.{key}"
+
+
 @router.get("/u/{account_id}/{token}")
 async def preferences(account_id: str, token: str, request: Request) -> Response:
-    """The preference page: unsubscribe from this category or the whole channel, or
-    resubscribe. (Mail clients use POST for one click; GET never changes anything.)"""
+    """The preference page: every category of the account per channel with its current
+    state (a form of checkboxes), and buttons to unsubscribe from this message's category or
+    the whole channel, or to subscribe again. (Mail clients use POST for one click; GET
+    never changes anything.)"""
     e = _engage(request)
     _account(e, account_id)
     uid, channel, category, _ = e.signer.read_unsubscribe(account_id, token)
-    subs = await run_in_threadpool(subscriptions_of, e, account_id, uid)
-    off = {(s["channel"], s["category"]) for s in subs if not s["subscribed"]}
-    state = ("unsubscribed" if {(channel, category), (channel, "*")} & off else "subscribed")
-    ch, cat = html.escape(channel), html.escape(category)
+    channels, shown, off = await run_in_threadpool(_preferences, e, account_id, uid, channel,
+                                                   category)
+    names = dict(shown)
+    state = "unsubscribed" if unsubscribed_from(off, channel, category) else "subscribed"
+    ch, cat = html.escape(channel), html.escape(names.get(category, category))
+    head = "".join(f"<th scope='col'>{html.escape(c)}</th>" for c in channels)
+    rows = []
+    for key, name in shown:
+        cells = []
+        for c in channels:
+            on = (c, key) not in off
+            blocked = on and unsubscribed_from(off, c, key)
+            label = html.escape(f"{name} by {c}")
+            cells.append(f"<td><input type='checkbox' name='{html.escape(_field(c, key))}' "
+                         f"aria-label='{label}'{' checked' if on else ''}>"
+                         + (" <small>(off by a wider choice)</small>" if blocked else "")
+                         + "</td>")
+        rows.append(f"<tr data-category='{html.escape(key)}'><th scope='row'>"
+                    f"{html.escape(name)}</th>{''.join(cells)}</tr>")
     form = (f"<p>You are <b>{state}</b> to {cat} messages by {ch}.</p>"
             "<form method='post'><button name='scope' value='category'>Unsubscribe from "
             f"{cat} {ch} messages</button></form>"
             "<form method='post'><button name='scope' value='channel'>Unsubscribe from all "
             f"{ch} messages</button></form>"
             "<form method='post'><button name='scope' value='resubscribe'>Subscribe again"
-            "</button></form>")
+            "</button></form>"
+            "<h2>All your preferences</h2><form method='post'>"
+            "<input type='hidden' name='scope' value='preferences'>"
+            "<table><caption>Checked: you receive these messages</caption>"
+            f"<thead><tr><th scope='col'>Messages</th>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>"
+            "<p><button type='submit'>Save preferences</button></p></form>")
     return _page("Your message preferences", form)
+
+
+def _save_preferences(engage: Engage, account_id: str, uid: int, channel: str, category: str,
+                      form: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """Write the rows whose checkbox differs from the stored state; returns the pairs the
+    person turned off. Only the page's own (channel, category) pairs are read."""
+    channels, shown, off = _preferences(engage, account_id, uid, channel, category)
+    turned_off = []
+    for c in channels:
+        for key, _ in shown:
+            want = _field(c, key) in form
+            if want == ((c, key) not in off):
+                continue
+            set_subscription(engage, account_id, uid, c, key, want)
+            if not want:
+                turned_off.append((c, key))
+    return turned_off
 
 
 @router.post("/u/{account_id}/{token}")
 async def unsubscribe(account_id: str, token: str, request: Request) -> Response:
     """One-click unsubscribe (RFC 8058: body ``List-Unsubscribe=One-Click``) or a
-    preference-page form (``scope=category|channel|resubscribe``)."""
+    preference-page form (``scope=category|channel|resubscribe|preferences``)."""
     e = _engage(request)
     _account(e, account_id)
     uid, channel, category, mid = e.signer.read_unsubscribe(account_id, token)
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     scope = (form.get("scope") or ["category"])[0]
-    if scope not in ("category", "channel", "resubscribe"):
-        raise ValidationError("scope must be category, channel or resubscribe", field="scope")
+    if scope not in ("category", "channel", "resubscribe", "preferences"):
+        raise ValidationError("scope must be category, channel, resubscribe or preferences",
+                              field="scope")
+    if scope == "preferences":
+        off = await run_in_threadpool(_save_preferences, e, account_id, uid, channel,
+                                      category, form)
+        if mid:
+            for c, key in off:
+                await run_in_threadpool(_mark, e, account_id, int(mid), "opened_at",
+                                        "unsubscribed", {"category": key, "from_channel": c})
+        return _page("Preferences saved", "<p>Your message preferences are saved.</p>")
     if scope == "resubscribe":
         await run_in_threadpool(set_subscription, e, account_id, uid, channel, "*", True)
         await run_in_threadpool(set_subscription, e, account_id, uid, channel, category, True)
