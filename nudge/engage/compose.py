@@ -181,6 +181,9 @@ def render(variant: Variant, channel: str, ctx: dict[str, Any],
 
 
 _MISSING = ("missing",)
+# Profile context keys that come from the recipient's own fields (they win over properties
+# of the same name, as in Recipient.context).
+_FIELDS = {"id": "user_id", "identity": "identity", "email": "email", "phone": "phone"}
 
 
 def _tag(v: Any) -> Any:
@@ -190,37 +193,88 @@ def _tag(v: Any) -> Any:
 class ContentCache:
     """Rendered content as stored in the outbox (JSON text), memoized per (variant,
     channel) on the values the templates read: recipients who look the same to the
-    templates share one render and one JSON encoding."""
+    templates share one render and one JSON encoding.
+
+    The memo key is built without a per-recipient context: the values that are the same for
+    every recipient of a call (event, data, campaign, unsubscribe link) are keyed once per
+    call (``Contents``), and each profile value a template reads is taken straight from the
+    recipient. The context is built only when the key misses, for the render itself; a
+    template that reads no profile value renders once per call."""
 
     MAX = 100_000
 
     def __init__(self) -> None:
-        self._paths: dict[tuple[int, str], tuple[tuple[tuple[str, ...], str | None], ...]] = {}
-        self._memo: dict[tuple[int, str], dict[tuple[Any, ...], str]] = {}
+        # (variant, channel) -> (memo, the profile paths read, other paths read)
+        self._plans: dict[tuple[int, str], tuple[dict[tuple[Any, ...], str],
+                                                 tuple[tuple[Any, ...], ...],
+                                                 tuple[tuple[Any, ...], ...]]] = {}
 
-    def json(self, variant: Variant, channel: str, ctx: dict[str, Any]) -> str:
+    def plan(self, variant: Variant, channel: str) -> tuple[
+            dict[tuple[Any, ...], str], tuple[tuple[Any, ...], ...], tuple[tuple[Any, ...], ...]]:
         k = (id(variant), channel)
-        paths = self._paths.get(k)
-        if paths is None:
-            ps: set[tuple[str, ...]] = set()
+        hit = self._plans.get(k)
+        if hit is None:
+            ps: set[tuple[Any, ...]] = set()
             for t in variant.content[channel].values():
                 for tt in (t if isinstance(t, list) else [t]):
                     ps.update(tt.paths)
-            paths = self._paths[k] = tuple(
-                (p, p[1] if len(p) == 2 and p[0] == "profile" and isinstance(p[1], str)
-                 else None) for p in sorted(ps, key=str))
-            self._memo[k] = {}
-        memo = self._memo[k]
-        prof = ctx["profile"]
-        # The common case, a profile property (profile.first_name), read straight from the
-        # profile dict; anything else through the general lookup.
-        key = tuple(template_key(ctx, p) if name is None
-                    else (v if type(v := prof.get(name, _MISSING)) is str else _tag(v))
-                    for p, name in paths)
+            ordered = sorted(ps, key=str)
+            hit = self._plans[k] = ({}, tuple(p for p in ordered if p[0] == "profile"),
+                                    tuple(p for p in ordered if p[0] != "profile"))
+        return hit
+
+    def contents(self, campaign_id: int | None, spec: CampaignSpec,
+                 event: dict[str, Any] | None, data: dict[str, Any] | None) -> Contents:
+        """The renderer of one call (one event and per-call data for all its recipients)."""
+        return Contents(self, campaign_id, spec, event, data)
+
+
+class Contents:
+    """Content JSON for the recipients of one ``build_rows`` call (see ContentCache)."""
+
+    def __init__(self, cache: ContentCache, campaign_id: int | None, spec: CampaignSpec,
+                 event: dict[str, Any] | None, data: dict[str, Any] | None) -> None:
+        self.cache = cache
+        self.campaign_id, self.spec, self.event, self.data = campaign_id, spec, event, data
+        # (variant, channel) -> (memo, profile getters, the call's constant key part)
+        self._plans: dict[tuple[int, str], tuple[dict[tuple[Any, ...], str],
+                                                 tuple[tuple[Any, ...], ...], Any]] = {}
+
+    def _plan(self, variant: Variant, channel: str) -> tuple[
+            dict[tuple[Any, ...], str], tuple[tuple[Any, ...], ...], Any]:
+        memo, prof_paths, other = self.cache.plan(variant, channel)
+        static = {"event": self.event or {}, "data": self.data or {},
+                  "campaign": {"id": self.campaign_id, "name": self.spec.name,
+                               "variant": variant.name},
+                  "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER}
+        getters = tuple(((p[1], _FIELDS.get(p[1]), p[2:]) if len(p) >= 2
+                         and isinstance(p[1], str) else None) for p in prof_paths)
+        plan = self._plans[(id(variant), channel)] = (
+            memo, getters, tuple(template_key(static, p) for p in other))
+        return plan
+
+    def json(self, variant: Variant, channel: str, r: Recipient) -> str:
+        """The rendered content of (variant, channel) for ``r``, as JSON text (raises
+        TemplateError)."""
+        plan = self._plans.get((id(variant), channel))
+        memo, getters, static = plan if plan is not None else self._plan(variant, channel)
+        props = r.props
+        key = (static, *[self._value(r, props, g) for g in getters])
         text = memo.get(key)
         if text is None:
+            ctx = context(self.campaign_id, self.spec, variant, r, self.event, self.data)
             text = json.dumps(render(variant, channel, ctx, memo=False), separators=(",", ":"))
-            if len(memo) >= self.MAX:
+            if len(memo) >= ContentCache.MAX:
                 memo.clear()
             memo[key] = text
         return text
+
+    @staticmethod
+    def _value(r: Recipient, props: dict[str, Any], g: tuple[Any, ...] | None) -> Any:
+        if g is None:  # the whole profile (a dynamic lookup, a loop over it)
+            return template_key({"p": r.context()}, ("p",))
+        name, attr, rest = g
+        v = getattr(r, attr) if attr is not None else props.get(name, _MISSING)
+        if rest:
+            return template_key({"v": v}, ("v", *rest))
+        return v if type(v) is str else _tag(v)

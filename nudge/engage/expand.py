@@ -31,7 +31,7 @@ from nudge.store import control
 
 from . import outbox
 from .campaigns import CampaignSpec
-from .compose import ContentCache, address, context, load_recipients, profile_props
+from .compose import ContentCache, address, load_recipients, profile_props
 from .directory import Campaign, CampaignDirectory, spec_of
 from .policy import PolicyGate
 from .service import Engage
@@ -172,7 +172,7 @@ def _build_rows(engage: Engage, c: Campaign, spec: CampaignSpec, occurrence: str
     props = profile_props(spec)
     recipients = load_recipients(store, uids, props, full=props is None,
                                  tokens=bool({"push", "webpush"} & set(spec.channels)))
-    cache = _content_cache(spec)
+    contents = _content_cache(spec).contents(c.id, spec, event, data)
     gate = PolicyGate(engage.engine, account_id, engage.policies.get(account_id), spec, c.id,
                       now)
     gate.prepare(uids)
@@ -181,13 +181,17 @@ def _build_rows(engage: Engage, c: Campaign, spec: CampaignSpec, occurrence: str
     base_meta = dict(meta or {})
     if event is not None or data is not None:
         base_meta["ctx"] = {"event": event, "data": data}
+    # Per channel: the fallback channels after it (the same for every recipient).
+    rests = {ch: list(spec.channels[i + 1:]) for i, ch in enumerate(spec.channels)}
+    # One variant and no control group: every recipient gets it, no hash needed.
+    only = spec.variants[0] if len(spec.variants) == 1 and spec.control_percent <= 0 else None
     rows: list[dict[str, Any]] = []
     common: dict[str, Any] = {
         "account_id": account_id, "campaign_id": c.id, "occurrence": occurrence,
         "category": spec.category, "transactional": spec.transactional, "now": now}
     for uid in uids:
         r = recipients.get(uid)
-        variant = spec.variant_for(c.id, uid)
+        variant = only if only is not None else spec.variant_for(c.id, uid)
         vname = "control" if variant is None else variant.name
         key = outbox.idem_key(c.id, occurrence, uid, vname)
         if r is None:  # merged away or erased since the snapshot
@@ -210,8 +214,7 @@ def _build_rows(engage: Engage, c: Campaign, spec: CampaignSpec, occurrence: str
             continue
         to, ch_meta = address(spec, d.channel, r)
         try:
-            content = cache.json(variant, d.channel,
-                                 context(c.id, spec, variant, r, event, data))
+            content = contents.json(variant, d.channel, r)
         except TemplateError as e:
             rows.append(outbox.row(key=key, user_id=uid, variant=vname, channel=d.channel,
                                    to=None, content=None, meta=None, status="skipped",
@@ -222,8 +225,8 @@ def _build_rows(engage: Engage, c: Campaign, spec: CampaignSpec, occurrence: str
             at = max(at, send_at)
         if user_tz_at is not None:
             at = max(at, local_wall_time(user_tz_at, tz))
-        m = dict(base_meta, **ch_meta)
-        rest = spec.channels[spec.channels.index(d.channel) + 1:]
+        m = dict(base_meta, **ch_meta) if base_meta or ch_meta else {}
+        rest = rests[d.channel]
         if rest:
             m["fallback"] = list(rest)
         if d.tried:

@@ -66,11 +66,12 @@ def insert(conn: Connection, rows: Sequence[dict[str, Any]],
     """Insert, ignoring rows whose idempotency key exists (exactly one row per key).
 
     Addresses, contents and meta are sealed on the way in (``sealing.seal_outbox_row``)
-    with ``keyring``, else the one registered for this control store."""
+    with ``keyring``, else the one registered for this control store; the given dicts are
+    not changed."""
     if not rows:
         return
     keyring = keyring or sealing.keyring_of(conn.engine)
-    rows = [sealing.seal_outbox_row(keyring, dict(r)) for r in rows]
+    rows = sealing.seal_outbox_rows(keyring, rows)
     control.insert_ignore(conn, OB, rows, ("idem_key",))  # a re-enqueue is a no-op
 
 

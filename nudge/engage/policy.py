@@ -166,6 +166,8 @@ class PolicyGate:
         self.unsubscribed: dict[int, set[tuple[str, str]]] = defaultdict(set)
         self.suppressed: set[int] = set()
         self._quiet: dict[str, float] = {}  # tz -> end of the quiet window now, or -1
+        # Every cap allows at least one message: a person with no counted message passes all.
+        self.caps_allow_one = all(c.max >= 1 for c in (*self.global_caps, *self.campaign_caps))
 
     def prepare(self, uids: list[int]) -> None:
         """Load what the decisions need for these users, in a few queries."""
@@ -206,6 +208,13 @@ class PolicyGate:
 
     def decide(self, uid: int, reachable: Callable[[str], bool], tz: str,
                channels: Iterable[str] | None = None) -> Decision:
+        if (channels is None and self.caps_allow_one and uid not in self.history
+                and uid not in self.unsubscribed and uid not in self.suppressed
+                and reachable(self.spec.channels[0])):
+            # Nothing counted, unsubscribed or suppressed (most of a large audience): no cap
+            # can bind, so the campaign's first channel is the decision — the same as the
+            # checks below reach, without them.
+            return self._timed(Decision(self.spec.channels[0]), tz)
         d = Decision(None)
         if uid in self.suppressed:
             d.reason = "suppressed"
@@ -229,6 +238,11 @@ class PolicyGate:
                 self._count(uid, c.seconds, campaign=True) >= c.max for c in self.campaign_caps):
             d.channel, d.reason = None, "capped"
             return d
+        return self._timed(d, tz)
+
+    def _timed(self, d: Decision, tz: str) -> Decision:
+        """When ``d`` may be sent: now, or the end of the quiet hours in ``tz`` (or not at
+        all: ``quiet_hours`` with the drop action)."""
         d.send_at = self.now
         if self.quiet is not None:
             end = self._quiet.get(tz, 0.0)

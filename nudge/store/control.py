@@ -6,6 +6,7 @@ unchanged because only portable types and statements are used here.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import sqlalchemy as sa
@@ -632,8 +633,9 @@ def insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any
         cols = list(rows[0])
         sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
                f"({', '.join('?' * len(cols))}) ON CONFLICT ({', '.join(keys)}) DO NOTHING")
+        values = operator.itemgetter(*cols) if len(cols) > 1 else lambda r: (r[cols[0]],)
         cur = conn.connection.driver_connection.executemany(  # type: ignore[union-attr]
-            sql, [tuple(r[c] for c in cols) for r in rows])
+            sql, map(values, rows))
     else:
         cur = conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(
             index_elements=list(keys)), rows)
