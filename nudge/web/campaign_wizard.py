@@ -232,9 +232,10 @@ def _segments(ctx: PageContext) -> list[Any]:
     return SegmentDirectory(ctx.nudge.accounts.engine, ctx.account_id).list()
 
 
-def _categories(ctx: PageContext) -> list[Any]:
+def _categories(ctx: PageContext) -> list[dict[str, Any]]:
     """The account's active subscription categories (the default first)."""
-    return CategoryDirectory(ctx.nudge.accounts.engine, ctx.account_id).list()
+    return [c.to_dict() for c in CategoryDirectory(ctx.nudge.accounts.engine,
+                                                   ctx.account_id).list()]
 
 
 @router.get("/ui/{account_id}/campaigns/new")

@@ -2,13 +2,15 @@
 
 The canvas draws the graph (nodes placed by :func:`layout`, in columns by distance from the
 start node), lets a writer create a journey, add and connect nodes, edit every node's and
-the journey's settings in a side panel, validate, save, publish, pause, resume and stop,
-and overlays live counts per node. It is a client of the JSON API — it POSTs the very
-definition ``POST /1/journeys`` takes (and ``/validate``, ``/publish``, ``GET .../report``)
-with the session cookie and the CSRF header — so there is no second journey format and the
-server refuses a viewer's forged request through the same authorization as the API. This
-module only renders the page with what the canvas starts from: the definition, the node
-positions, the report (``journey_report``), and the campaigns and segments a node can use.
+the journey's settings in a side panel (event and profile property filters in the segment
+builder's filter rows, ``filter_row.html`` + ``static/filter_rows.js``), validate, save,
+publish, pause, resume and stop, and overlays live counts per node. It is a client of the
+JSON API — it POSTs the very definition ``POST /1/journeys`` takes (and ``/validate``,
+``/publish``, ``GET .../report``) with the session cookie and the CSRF header — so there is
+no second journey format and the server refuses a viewer's forged request through the same
+authorization as the API. This module only renders the page with what the canvas starts
+from: the definition, the node positions, the report (``journey_report``), and the campaigns
+and segments a node can use.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from nudge.journeys.report import journey_report
 from nudge.query.segments.saved import SegmentDirectory
 
 from .pages import PageContext, context, page, render
+from .segments import OPS  # the filter rows offer the segment builder's operators
 
 router = APIRouter(include_in_schema=False)
 
@@ -146,7 +149,7 @@ async def new_journey(request: Request, account_id: str) -> Response:
     ctx = context(request, account_id)  # journeys:write (the matrix)
     state = await run_in_threadpool(canvas_state, ctx, None)
     return render(request, "journey.html", ctx, state=state, journey=state["journey"],
-                  report=state["report"])
+                  report=state["report"], ops=OPS)
 
 
 @router.get("/ui/{account_id}/journeys/{journey_id}")
@@ -155,4 +158,4 @@ async def journey_page(request: Request, account_id: str, journey_id: int) -> Re
     ctx = context(request, account_id)
     state = await run_in_threadpool(canvas_state, ctx, journey_id)
     return render(request, "journey.html", ctx, state=state, journey=state["journey"],
-                  report=state["report"])
+                  report=state["report"], ops=OPS)

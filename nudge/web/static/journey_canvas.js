@@ -154,7 +154,7 @@
       case "send": { const c = S.campaigns.find((x) => x.id === n.campaign_id); return c ? `${c.name} (${c.channels.join(", ")})` : "send: choose a message"; }
       case "delay": return n.until_time ? `until ${n.until_time}` : n.until_property !== undefined ? `until ${n.until_property || "?"}` : `wait ${fmtDur(n.duration)}`;
       case "wait_event": return `wait for ${n.event || "?"} ≤ ${fmtDur(n.timeout)}`;
-      case "condition": return n.did ? `did ${n.did.event || "?"}?` : n.segment_id ? `in segment ${n.segment_id}?` : "in segment?";
+      case "condition": return n.did ? `did ${n.did.event || "?"}?` : n.profile ? `${n.profile.property || "?"} ${n.profile.op || ""}?` : n.segment_id ? `in segment ${n.segment_id}?` : "in segment?";
       case "split": return `A/B split ${(n.branches || []).map((b) => b.percent + "%").join("/")}`;
       case "update_profile": return `set ${Object.keys(n.set || {}).join(", ") || "?"}`;
       case "webhook": return `POST ${n.url || "?"}`;
@@ -316,6 +316,10 @@
     fs.append(h("label", {}, "amount", n), h("label", {}, "unit", u));
     return fs;
   }
+  // Property filters: the segment builder's filter rows (static/filter_rows.js).
+  function filters(legend, list, set, max) {
+    return window.NudgeFilterRows.rows(legend, list, (v) => { set(v); changed(); }, {editable, max});
+  }
   const targets = (self) => [["", "(not connected)"], ...def.nodes.filter((n) => n.id !== self).map((n) => [n.id, `${n.id} (${n.type})`])];
   const events = (list) => (list || []).map((x) => x.event).filter(Boolean).join(", ");
   const eventList = (v) => v.split(",").map((x) => x.trim()).filter(Boolean).map((event) => ({event}));
@@ -340,7 +344,7 @@
       ...choice("Entry", [["event", "When an event happens"], ["segment", "When someone is in a segment"], ["date", "On a date property (e.g. renewal)"], ["api", "When the API enters people"]], kind, setEntryKind));
     if (kind === "event") {
       panel.append(...text("Entry event", e.event, (v) => { e.event = v; }, {id: "j-entry-event"}),
-        ...json("Entry event filters (JSON list)", e.where, (v) => setOpt(e, "where", v), 'e.g. [{"property": "value", "op": "gte", "value": 10}]'));
+        filters("Entry event filters", e.where, (v) => setOpt(e, "where", v.length ? v : undefined)));
     } else if (kind === "segment") {
       if (S.segments.length) panel.append(...choice("Saved segment", [...S.segments.map((s) => [s.id, s.name]), ["", "(a segment definition)"]], e.segment_id ?? "",
         (v) => { def.entry = v ? {segment_id: Number(v)} : {segment: {}}; }));
@@ -409,17 +413,23 @@
     },
     wait_event(n) {
       panel.append(...text("Wait for event", n.event, (v) => { n.event = v; }, {id: "n-event"}),
-        ...json("Event filters (JSON list)", n.where, (v) => setOpt(n, "where", v), 'e.g. [{"property": "Amount", "op": "gt", "value": 0}]'),
+        filters("Event filters", n.where, (v) => setOpt(n, "where", v.length ? v : undefined)),
         ...text("Match entry event properties (comma-separated)", (n.match || []).join(", "), (v) => setOpt(n, "match", v.split(",").map((x) => x.trim()).filter(Boolean))),
         span("Time out after", n.timeout, (v) => setOpt(n, "timeout", v)));
     },
     condition(n) {
-      const kind = n.did ? "did" : "segment_id" in n ? "segment_id" : "segment";
-      panel.append(...choice("Condition", [["did", "Did an event since entering"], ["segment_id", "Is in a saved segment"], ["segment", "Matches a segment definition"]], kind, (v) => {
-        for (const k of ["did", "segment_id", "segment"]) delete n[k];
-        n[v] = v === "did" ? {event: ""} : v === "segment_id" ? (S.segments[0] || {}).id : {};
+      const kind = n.did ? "did" : n.profile ? "profile" : "segment_id" in n ? "segment_id" : "segment";
+      panel.append(...choice("Condition", [["did", "Did an event since entering"], ["profile", "A profile property"], ["segment_id", "Is in a saved segment"], ["segment", "Matches a segment definition"]], kind, (v) => {
+        for (const k of ["did", "profile", "segment_id", "segment"]) delete n[k];
+        n[v] = v === "did" ? {event: ""} : v === "profile" ? {property: "", op: "eq", value: ""} : v === "segment_id" ? (S.segments[0] || {}).id : {};
       }));
-      if (kind === "did") panel.append(...text("Event", n.did.event, (v) => { n.did.event = v; }));
+      if (kind === "did") {
+        panel.append(...text("Event", n.did.event, (v) => { n.did.event = v; }),
+          filters("Event filters", n.did.where, (v) => setOpt(n.did, "where", v.length ? v : undefined)),
+          ...number("At least this many times since entering", n.did.count, (v) => setOpt(n.did, "count", v), {min: "1", step: "1"}));
+      } else if (kind === "profile") {
+        panel.append(filters("Profile property filter", [n.profile], (v) => { n.profile = v[0] || {}; }, 1));
+      }
       else if (kind === "segment_id") panel.append(...choice("Segment", S.segments.map((s) => [s.id, s.name]), n.segment_id, (v) => { n.segment_id = Number(v); }));
       else panel.append(...json("Segment definition (JSON)", n.segment, (v) => { n.segment = v || {}; }, "the segmentation language of docs/segments.md"));
     },
