@@ -1,5 +1,6 @@
 """The live view (``GET /1/analytics/live``) and the live event stream
-(``GET /1/analytics/live/stream``, Server-Sent Events), on events uploaded while they run."""
+(``GET /1/analytics/live/stream``, Server-Sent Events), on events uploaded while they run;
+Home's today-vs-yesterday count on a store."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from analytics_reference import TZ, start_server
 
 from conftest import NudgeServer
+from nudge.config import Limits, Settings
+from nudge.ingest.upload import parse_upload
+from nudge.query.analytics.live import today_and_yesterday
+from nudge.store.account import AccountStore
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +181,36 @@ def test_stream_rejects_a_bad_resume_point(srv: NudgeServer) -> None:
     r = httpx.get(srv.url + "/1/analytics/live/stream", params={"since": "x"},
                   headers=srv.headers)
     assert (r.status_code, r.json()["field"]) == (422, "since")
+
+
+# -- today vs yesterday (Home) -------------------------------------------------------------------
+def test_today_and_yesterday_are_wall_clock_days_across_a_dst_change(tmp_path: Path) -> None:
+    """New York falls back on 2026-11-01 (a 25-hour day): "yesterday by this time" runs from
+    that day's local midnight (EDT) to the same wall time (EST), both 01:30s included; rows
+    are counted the same in the recent buffer and once compacted."""
+    ny = ZoneInfo("America/New_York")
+    now = dt.datetime(2026, 11, 2, 15, 0, tzinfo=dt.UTC).timestamp()  # 10:00 EST
+    utc = ["2026-11-01T03:59:30", "2026-11-01T04:00:30", "2026-11-01T05:30:00",
+           "2026-11-01T06:30:00", "2026-11-01T14:59:00", "2026-11-01T15:01:00",
+           "2026-11-02T05:00:30", "2026-11-02T15:00:00", "2026-11-02T15:00:30"]
+    stamps = [dt.datetime.fromisoformat(t).replace(tzinfo=dt.UTC).timestamp() for t in utc]
+    recs, errors = parse_upload({"d": [{"type": "event", "identity": f"d{i}", "ts": ts,
+                                        "evtName": "Tap"} for i, ts in enumerate(stamps)]},
+                                Limits())
+    assert not errors
+    local_now = dt.datetime.fromtimestamp(now, ny)
+    local = [dt.datetime.fromtimestamp(ts, ny) for ts in stamps]
+    want = {"today": sum(t.date() == local_now.date() and ts <= now
+                         for t, ts in zip(local, stamps, strict=True)),
+            "yesterday": sum(t.date() == local_now.date() - dt.timedelta(days=1)
+                             and t.time() <= local_now.time() for t in local)}
+    assert want == {"today": 2, "yesterday": 4}  # the reference sees the 25-hour day
+    store = AccountStore("acct", tmp_path / "acct" / "events.duckdb",
+                         Settings(data_dir=tmp_path))
+    try:
+        store.write(recs)
+        assert today_and_yesterday(store, ny, now) == want
+        store.compact_now()
+        assert today_and_yesterday(store, ny, now) == want
+    finally:
+        store.close()

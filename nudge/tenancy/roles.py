@@ -216,6 +216,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/1/gdpr/requests/{request_id}"): "privacy:manage",
     # dashboard pages (nudge/web): each page needs what its API counterpart needs
     ("GET", "/ui/{account_id}"): "analytics:read",
+    ("GET", "/ui/{account_id}/home/counters"): "analytics:read",
+    ("GET", "/ui/{account_id}/home/campaigns"): "campaigns:read",
     # dashboard: segments and analytics pages (nudge/web/segments.py, analytics.py)
     ("GET", "/ui/{account_id}/segments"): "segments:read",
     ("GET", "/ui/{account_id}/segments/new"): "segments:read",

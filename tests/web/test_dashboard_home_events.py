@@ -1,4 +1,5 @@
-"""Home (live counters against GET /1/analytics/live) and Events (catalog against
+"""Home (live counters against GET /1/analytics/live, the lazily loaded recent campaigns,
+the counters' refresh fragment) and Events (catalog against
 GET /1/events/catalog, the live stream shows an event sent after the page opened)."""
 
 from __future__ import annotations
@@ -29,10 +30,24 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NudgeServer]:
 
 
 def test_home_counters_match_the_live_api(srv: NudgeServer, browser: Browser) -> None:
+    for name in ("Older", "Newer"):
+        r = httpx.post(srv.url + "/1/campaigns", headers=srv.headers, json={
+            "name": name, "kind": "api", "channels": ["email"],
+            "content": {"email": {"subject": "Hi", "text": "Hello"}}})
+        assert r.status_code == 201, r.text
     ctx = signed_in(browser, srv, "analyst@example.com")
     page = ctx.new_page()
     page.set_viewport_size({"width": 1024, "height": 1366})  # tablet
     page.goto(f"{srv.url}/ui/{srv.account_id}")
+    # Recent campaigns load after the first paint, newest first, and leave no busy panel.
+    rows = page.locator("#recent-campaigns [data-campaigns] tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.first).to_contain_text("Newer")
+    expect(page.locator("[aria-busy=true]")).to_have_count(0)
+    # The counters' 10 s refresh fetches them alone.
+    counters = ctx.request.get(f"{srv.url}/ui/{srv.account_id}/home/counters")
+    assert counters.ok and 'data-stat="today">12<' in counters.text()
+    assert "Recent campaigns" not in counters.text()
     live = httpx.get(srv.url + "/1/analytics/live", headers=srv.headers).json()
     assert live["active_users"] == 4
     expect(page.locator("[data-stat=active-users]")).to_have_text(str(live["active_users"]))
