@@ -29,6 +29,7 @@ from nudge.query.segments.saved import SegmentDirectory
 
 from .charts import form_of
 from .pages import PageContext, context, page, render
+from .segments import filter_from_form
 
 router = APIRouter(include_in_schema=False)
 
@@ -66,32 +67,8 @@ TRIGGER_OPS = ("eq", "neq", "gt", "gte", "lt", "lte", "contains", "starts_with",
                "not_in", "exists", "not_exists")
 
 
-def _value(raw: str, op: str) -> Any:
-    """A filter value typed from the form: numbers and true/false as such, lists for in."""
-    def one(x: str) -> Any:
-        x = x.strip()
-        if x in ("true", "false"):
-            return x == "true"
-        try:
-            n = float(x)
-        except ValueError:
-            return x
-        return int(n) if n.is_integer() and "." not in x else n
-    if op in ("in", "not_in"):
-        return [one(x) for x in raw.split(",") if x.strip()]
-    return one(raw)
-
-
 def _trigger(form: dict[str, str]) -> dict[str, Any]:
-    where = []
-    for i in range(FILTER_ROWS):
-        prop, op = form.get(f"tf_prop_{i}", "").strip(), form.get(f"tf_op_{i}", "eq")
-        if not prop:
-            continue
-        flt: dict[str, Any] = {"property": prop, "op": op}
-        if op not in ("exists", "not_exists"):
-            flt["value"] = _value(form.get(f"tf_value_{i}", ""), op)
-        where.append(flt)
+    where = [f for i in range(FILTER_ROWS) for f in filter_from_form(form, i, "tf_")]
     out: dict[str, Any] = {"event": form.get("trigger_event", "").strip()}
     if where:
         out["where"] = where
@@ -133,8 +110,9 @@ def definition_from_form(form: dict[str, str]) -> dict[str, Any]:
     content = _content(form, channels)
     body: dict[str, Any] = {"name": form.get("name", "").strip(), "kind": kind,
                             "channels": channels, "content": content}
-    if form.get("category", "").strip():  # else parse_campaign's default (categories.DEFAULT)
-        body["category"] = form["category"].strip()
+    category = form.get("category", "").strip()
+    if category and category != DEFAULT:  # the default is what a definition without one has
+        body["category"] = category
     seg = form.get("segment_id", "").strip()
     if seg.isdigit():
         body["audience"] = {"segment_id": int(seg)}

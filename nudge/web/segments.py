@@ -44,14 +44,14 @@ class BuilderError(NudgeError):
     code = "invalid_segment"
 
 
-def _value(text: str, op: str) -> Any:
+def typed_value(text: str, op: str) -> Any:
     """A typed filter value from a text box: JSON when it parses (numbers, booleans, lists),
     a comma list for ``in``/``not_in``/``between``, else the text itself."""
     text = text.strip()
     if op in ("exists", "not_exists"):
         return None
     if op in ("in", "not_in", "between") and not text.startswith("["):
-        return [_value(p, "eq") for p in text.split(",") if p.strip()]
+        return [typed_value(p, "eq") for p in text.split(",") if p.strip()]
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -67,14 +67,17 @@ def _number(form: dict[str, str], name: str) -> float | int:
     return int(n) if n.is_integer() else n
 
 
-def _filter(form: dict[str, str], i: int, prefix: str = "w") -> list[dict[str, Any]]:
+def filter_from_form(form: dict[str, str], i: int, prefix: str = "w") -> list[dict[str, Any]]:
+    """The filter of row ``i`` of ``filter_row.html`` (``<prefix>prop_i``, ``op_i``, ``val_i``):
+    ``[]`` when the row has no property. The segment builder and the campaign wizard's
+    trigger filters read their rows with it."""
     prop = form.get(f"{prefix}prop_{i}", "").strip()
     if not prop:
         return []
     op = form.get(f"{prefix}op_{i}") or "eq"
     f: dict[str, Any] = {"property": prop, "op": op}
     if op not in ("exists", "not_exists"):
-        f["value"] = _value(form.get(f"{prefix}val_{i}", ""), op)
+        f["value"] = typed_value(form.get(f"{prefix}val_{i}", ""), op)
     return [f]
 
 
@@ -85,7 +88,7 @@ def _row(form: dict[str, str], i: int) -> dict[str, Any] | None:
     if kind not in TYPES:
         raise BuilderError(f"type_{i}: must be one of {TYPES}", field=f"type_{i}")
     event = form.get(f"event_{i}", "").strip()
-    where = _filter(form, i)
+    where = filter_from_form(form, i)
     days = form.get(f"days_{i}", "").strip()
     window = {"window": {"last": {"days": _number(form, f"days_{i}")}}} if days else {}
     body: dict[str, Any]
@@ -110,7 +113,7 @@ def _row(form: dict[str, str], i: int) -> dict[str, Any] | None:
         if form.get(f"happened_{i}") == "false":
             body["then_happened"] = False
     elif kind == "profile":
-        filters = _filter(form, i, "p")
+        filters = filter_from_form(form, i, "p")
         if not filters:
             raise BuilderError(f"pprop_{i}: a profile property is needed", field=f"pprop_{i}")
         body = filters[0]
