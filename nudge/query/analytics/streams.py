@@ -39,6 +39,8 @@ def stream_order(keys: list[np.ndarray], t: np.ndarray, seq: np.ndarray) -> np.n
     [1, 2, 3, 0]
     """
     order = np.argsort(t, kind="stable")
+    if not keys:
+        return _ties_by_seq(order, [], t[order], seq)
     packed = _packed_order(keys, order)
     if packed is not None:
         order = packed
@@ -55,6 +57,15 @@ def stream_order(keys: list[np.ndarray], t: np.ndarray, seq: np.ndarray) -> np.n
             if not len(k) or not (k >> shift).any():
                 break
     return _ties_by_seq(order, [key[order] for key in keys], t[order], seq)
+
+
+def time_order(t: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """The permutation ordering rows by (t, seq): ``stream_order`` without partition keys.
+
+    >>> time_order(np.array([5, 1, 5]), np.array([9, 7, 3])).tolist()
+    [1, 2, 0]
+    """
+    return stream_order([], t, seq)
 
 
 def _packed_order(keys: list[np.ndarray], by_time: np.ndarray) -> np.ndarray | None:
