@@ -73,3 +73,26 @@ def test_server_runs_on_a_postgres_control_store(pg_url: str, tmp_path: Path) ->
         assert p.json()["profile"]["event_counts"] == {"Opened": 1}
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("where", ["sqlite", "postgres"])
+def test_in_ids_selects_exactly_the_given_ids(where: str, pg_url: str, tmp_path: Path) -> None:
+    """The policy's per-batch lookups (control.in_ids: one bound value for all the ids)."""
+    import sqlalchemy as sa
+
+    engine = control.connect(pg_url if where == "postgres" else
+                             f"sqlite:///{tmp_path / 'control.db'}")
+    s = control.subscriptions
+    acct = f"in-ids-{os.getpid()}"
+    with engine.begin() as conn:
+        conn.execute(s.delete().where(s.c.account_id == acct))
+        conn.execute(s.insert(), [{"account_id": acct, "user_id": u, "channel": "email",
+                                   "category": "*", "subscribed": False, "updated_at": 0.0}
+                                  for u in (1, 2, 3, 2**40, 7000)])
+    with engine.connect() as conn:
+        def got(ids: list[int]) -> list[int]:
+            return sorted(conn.execute(sa.select(s.c.user_id).where(
+                s.c.account_id == acct, control.in_ids(conn, s.c.user_id, ids))).scalars())
+        assert got([2, 3, 4, 2**40]) == [2, 3, 2**40]
+        assert got(list(range(5000, 10_000))) == [7000]  # more ids than SQLite's bound names
+        assert got([]) == []

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+import pyarrow as pa
 
 from nudge.store.account import AccountStore
 from nudge.store.catalog import from_column_value
@@ -52,10 +53,11 @@ class Recipient:
     identifier: tuple[str, str] | None = None  # to write tracking events back
 
     def timezone(self, default: str) -> str:
+        props = self.props
         for p in TZ_PROPS:
-            tz = self.props.get(p)
-            if _valid_zone(tz):
-                return str(tz)
+            tz = props.get(p)
+            if type(tz) is str and (_ZONES.get(tz) or _valid_zone(tz)):
+                return tz
         return default
 
     def context(self) -> dict[str, Any]:
@@ -107,24 +109,7 @@ def load_recipients(store: AccountStore, uids: list[int], props: set[str] | None
             for uid, p in store.load_profiles(uids, cur).items():
                 out[uid] = Recipient(uid, p.identity, p.email, p.phone, p.props)
         else:
-            wanted = set(props or ()) | set(TZ_PROPS)
-            typed = [(name, c.column, c.type) for name in sorted(wanted)
-                     if (c := store.catalog.get("profile", name)) is not None]
-            cols = "".join(f", {c}" for _, c, _ in typed)  # names from our catalog
-            rows = cur.execute(
-                f"SELECT user_id, identity, email, phone, props{cols} FROM profiles "
-                "WHERE user_id IN (SELECT unnest(?::BIGINT[]))", [uids]).fetchall()
-            for row in rows:
-                pr: dict[str, Any] = {}
-                for (name, _, typ), v in zip(typed, row[5:], strict=True):
-                    if v is not None:
-                        pr[name] = from_column_value(v, typ)
-                if row[4] is not None:
-                    extra = _JSON.decode(row[4])
-                    for name in wanted:
-                        if name in extra:
-                            pr[name] = extra[name]
-                out[row[0]] = Recipient(row[0], row[1], row[2], row[3], pr)
+            out = _light_recipients(store, cur, uids, set(props or ()) | set(TZ_PROPS))
         if tokens:
             for uid, kind, value in cur.execute(
                     "SELECT user_id, kind, value FROM identities WHERE kind IN "
@@ -134,6 +119,40 @@ def load_recipients(store: AccountStore, uids: list[int], props: set[str] | None
                 if r is not None:
                     r.tokens[kind] = value  # ordered by created_at: the newest wins
     return out
+
+
+def _light_recipients(store: AccountStore, cur: Any, uids: list[int],
+                      wanted: set[str]) -> dict[int, Recipient]:
+    """Recipients with only the ``wanted`` properties, built column by column: one Arrow
+    result, each column converted to Python once, no per-row tuples."""
+    typed = [(name, c.column, c.type) for name in sorted(wanted)
+             if (c := store.catalog.get("profile", name)) is not None]
+    cols = "".join(f", {c}" for _, c, _ in typed)  # names from our catalog
+    t = cur.execute(f"SELECT user_id, identity, email, phone, props{cols} FROM profiles "
+                    "WHERE user_id IN (SELECT unnest(?::BIGINT[]))", [uids]).arrow()
+    if not isinstance(t, pa.Table):  # DuckDB 1.5 returns a RecordBatchReader
+        t = t.read_all()
+    ids = t.column(0).to_pylist()
+    props: list[dict[str, Any]] = [{} for _ in ids]
+    for i, (name, _, typ) in enumerate(typed):
+        col = t.column(5 + i)
+        if col.null_count == len(col):
+            continue
+        values = col.to_pylist()
+        convert = typ in ("date", "number")
+        for pr, v in zip(props, values, strict=True):
+            if v is not None:
+                pr[name] = from_column_value(v, typ) if convert else v
+    overflow = t.column(4)
+    if overflow.null_count < len(overflow):
+        for pr, extra in zip(props, overflow.to_pylist(), strict=True):
+            if extra is not None:
+                e = _JSON.decode(extra)
+                for name in wanted:
+                    if name in e:
+                        pr[name] = e[name]
+    return dict(zip(ids, map(Recipient, ids, t.column(1).to_pylist(), t.column(2).to_pylist(),
+                             t.column(3).to_pylist(), props), strict=True))
 
 
 def address(spec: CampaignSpec, channel: str, r: Recipient) -> tuple[str | None, dict[str, Any]]:
@@ -247,8 +266,10 @@ class Contents:
                   "campaign": {"id": self.campaign_id, "name": self.spec.name,
                                "variant": variant.name},
                   "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER}
-        getters = tuple(((p[1], _FIELDS.get(p[1]), p[2:]) if len(p) >= 2
-                         and isinstance(p[1], str) else None) for p in prof_paths)
+        getters: Any = tuple(((p[1], _FIELDS.get(p[1]), p[2:]) if len(p) >= 2
+                              and isinstance(p[1], str) else None) for p in prof_paths)
+        if all(g is not None and g[1] is None and not g[2] for g in getters):
+            getters = [g[0] for g in getters]  # names of properties, read straight from props
         plan = self._plans[(id(variant), channel)] = (
             memo, getters, tuple(template_key(static, p) for p in other))
         return plan
@@ -259,7 +280,11 @@ class Contents:
         plan = self._plans.get((id(variant), channel))
         memo, getters, static = plan if plan is not None else self._plan(variant, channel)
         props = r.props
-        key = (static, *[self._value(r, props, g) for g in getters])
+        if type(getters) is list:  # profile properties by name only: the common case
+            key = (static, *[v if type(v := props.get(n, _MISSING)) is str else _tag(v)
+                             for n in getters])
+        else:
+            key = (static, *[self._value(r, props, g) for g in getters])
         text = memo.get(key)
         if text is None:
             ctx = context(self.campaign_id, self.spec, variant, r, self.event, self.data)

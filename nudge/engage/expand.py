@@ -14,6 +14,7 @@ One occurrence of a campaign is a ``campaign_runs`` row. Expansion:
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 from pathlib import Path
@@ -189,11 +190,15 @@ def _build_rows(engage: Engage, c: Campaign, spec: CampaignSpec, occurrence: str
     common: dict[str, Any] = {
         "account_id": account_id, "campaign_id": c.id, "occurrence": occurrence,
         "category": spec.category, "transactional": spec.transactional, "now": now}
+    # A message's row is this one with its own key, person, channel, content and time.
+    pending = outbox.row(key="", user_id=0, variant="", channel="", to=None, content=None,
+                         meta=None, status="pending", reason=None, at=now, **common)
+    prefix = outbox.idem_prefix(c.id, occurrence)
     for uid in uids:
         r = recipients.get(uid)
         variant = only if only is not None else spec.variant_for(c.id, uid)
         vname = "control" if variant is None else variant.name
-        key = outbox.idem_key(c.id, occurrence, uid, vname)
+        key = f"{prefix}{uid}:{vname}"  # outbox.idem_key
         if r is None:  # merged away or erased since the snapshot
             rows.append(outbox.row(key=key, user_id=uid, variant=vname,
                                    channel=spec.channels[0], to=None, content=None, meta=None,
@@ -232,9 +237,9 @@ def _build_rows(engage: Engage, c: Campaign, spec: CampaignSpec, occurrence: str
         if d.tried:
             m["tried"] = d.tried
         gate.record(uid, d.channel)
-        rows.append(outbox.row(key=key, user_id=uid, variant=vname, channel=d.channel, to=to,
-                               content=content, meta=m, status="pending", reason=None, at=at,
-                               **common))
+        rows.append({**pending, "idem_key": key, "user_id": uid, "variant": vname,
+                     "channel": d.channel, "to_addr": to, "content": content,
+                     "meta": json.dumps(m) if m else None, "next_attempt_at": at})
     return rows
 
 

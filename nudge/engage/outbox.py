@@ -39,9 +39,14 @@ OB = control.outbox
 FINAL = ("sent", "delivered", "rejected", "unreachable", "dead", "skipped", "control")
 
 
+def idem_prefix(campaign_id: int | None, occurrence: str) -> str:
+    """The part of ``idem_key`` that a campaign occurrence's messages share."""
+    return f"c{campaign_id if campaign_id is not None else '-'}:{occurrence}:"
+
+
 def idem_key(campaign_id: int | None, occurrence: str, user_id: int, variant: str,
              step: int = 0) -> str:
-    base = f"c{campaign_id if campaign_id is not None else '-'}:{occurrence}:{user_id}:{variant}"
+    base = f"{idem_prefix(campaign_id, occurrence)}{user_id}:{variant}"
     return base if step == 0 else f"{base}:fb{step}"
 
 

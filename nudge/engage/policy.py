@@ -175,24 +175,23 @@ class PolicyGate:
         self.unsubscribed.clear()
         windows = [c.seconds for c in (*self.global_caps, *self.campaign_caps)]
         with self.engine.connect() as conn:
-            for chunk in _chunks(uids, 900):
-                if windows:
-                    o = control.outbox
-                    q = sa.select(o.c.user_id, o.c.created_at, o.c.channel, o.c.campaign_id
-                                  ).where(o.c.account_id == self.account_id,
-                                          o.c.user_id.in_(sa.bindparam("uids", expanding=True)),
-                                          o.c.created_at >= self.now - max(windows),
-                                          o.c.status.in_(COUNTED),
-                                          o.c.transactional == sa.false())
-                    for uid, ts, ch, cid in conn.execute(q, {"uids": chunk}):
-                        self.history[uid].append((ts, ch, cid))
-                s = control.subscriptions
-                q2 = sa.select(s.c.user_id, s.c.channel, s.c.category).where(
-                    s.c.account_id == self.account_id,
-                    s.c.user_id.in_(sa.bindparam("uids", expanding=True)),
-                    s.c.subscribed == sa.false())
-                for uid, ch, cat in conn.execute(q2, {"uids": chunk}):
-                    self.unsubscribed[uid].add((ch, cat))
+            # One statement per table for the whole batch (the ids as one bound value).
+            if windows:
+                o = control.outbox
+                q = sa.select(o.c.user_id, o.c.created_at, o.c.channel, o.c.campaign_id
+                              ).where(o.c.account_id == self.account_id,
+                                      control.in_ids(conn, o.c.user_id, uids),
+                                      o.c.created_at >= self.now - max(windows),
+                                      o.c.status.in_(COUNTED),
+                                      o.c.transactional == sa.false())
+                for uid, ts, ch, cid in conn.execute(q):
+                    self.history[uid].append((ts, ch, cid))
+            s = control.subscriptions
+            q2 = sa.select(s.c.user_id, s.c.channel, s.c.category).where(
+                s.c.account_id == self.account_id, control.in_ids(conn, s.c.user_id, uids),
+                s.c.subscribed == sa.false())
+            for uid, ch, cat in conn.execute(q2):
+                self.unsubscribed[uid].add((ch, cat))
         self.suppressed |= suppressed_users(self.account_id, uids)
 
     def _count(self, uid: int, seconds: float, channel: str = "*",
@@ -259,8 +258,3 @@ class PolicyGate:
     def record(self, uid: int, channel: str) -> None:
         """Count a message decided in this batch towards later decisions."""
         self.history[uid].append((self.now, channel, self.campaign_id))
-
-
-def _chunks(xs: list[int], n: int) -> Iterable[list[int]]:
-    for i in range(0, len(xs), n):
-        yield xs[i:i + n]

@@ -6,6 +6,7 @@ unchanged because only portable types and statements are used here.
 
 from __future__ import annotations
 
+import json
 import operator
 from typing import Any
 
@@ -616,6 +617,18 @@ def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     return insert(table)
+
+
+def in_ids(conn: sa.Connection, column: Any, ids: list[int]) -> Any:
+    """``column IN ids`` with the whole list as one bound value (a JSON array read through
+    ``json_each`` on SQLite, an array on PostgreSQL): a batch of thousands of ids is one
+    short statement, compiled once and cached, instead of one bound name per id."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == sa.any_(sa.literal([int(i) for i in ids], ARRAY(sa.BigInteger)))
+    values = sa.func.json_each(sa.literal(json.dumps([int(i) for i in ids])))
+    return column.in_(sa.select(sa.column("value", sa.BigInteger)).select_from(values))
 
 
 def insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]],
