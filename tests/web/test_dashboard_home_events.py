@@ -55,7 +55,9 @@ def test_home_counters_match_the_live_api(srv: NudgeServer, browser: Browser) ->
     top = page.locator("table").first
     for e in live["top_events"]:
         expect(top).to_contain_text(e["event"])
-    expect(page.locator(".chart svg")).to_be_visible()  # ECharts drew the per-minute chart
+    bars = page.locator("svg[data-minutes] rect[data-events]")  # drawn by the server
+    expect(bars).to_have_count(len(live["minutes"]))
+    assert sum(int(b.get_attribute("data-events") or 0) for b in bars.all()) == live["events"]
     ctx.close()
 
 
