@@ -14,6 +14,7 @@ left), so it dominates every other. ``strict`` needs the steps on consecutive ev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,12 +153,14 @@ def ordered_by_step(steps: list[StepRows], w: Windows) -> tuple[np.ndarray, Matc
     their ``Match``. None when the keys do not fit an int64 (then ``ordered`` on
     ``Streams``).
 
-    The same greedy, done per step on sorted keys instead of over every row per step: rows
-    are ranked once in (t, seq) order (one event matching several steps has one rank, so it
-    fills one step), each step's rows become ``user << bits | rank`` keys sorted by value,
-    and the latest valid row of the previous step before each row is a ``searchsorted``
-    into the previous step's valid keys. Users who reach step 1 and do nothing later need
-    no ordering (in a view → cart → buy funnel most viewers never add to the cart).
+    The same greedy, done per step on sorted keys instead of over every row per step: each
+    step's rows become ``user << bits | time`` keys sorted by value, and the latest valid
+    row of the previous step before each row is a ``searchsorted`` into the previous
+    step's valid keys. ``time`` is the µs offset itself when no two rows of consecutive
+    steps share a user and a microsecond (no sort by time at all), else the row's rank in
+    (t, seq) order (one event matching several steps has one rank, so it fills one step).
+    Users who reach step 1 and do nothing later need no ordering (in a view → cart → buy
+    funnel most viewers never add to the cart).
 
     >>> step = lambda t: (np.zeros(len(t), int), np.array(t), np.array(t))
     >>> users, m = ordered_by_step([step([0, 5]), step([7]), step([20])],
@@ -170,39 +173,72 @@ def ordered_by_step(steps: list[StepRows], w: Windows) -> tuple[np.ndarray, Matc
     span = int(users.max()) - lo + 1 if len(users) else 1
     if span > 1 << 31:
         return None
+    rel = [u - lo if lo else u for u, _, _ in steps]
     entered = np.zeros(span, dtype=bool)
-    entered[steps[0][0] - lo] = True
+    entered[rel[0]] = True
     later = np.zeros(span, dtype=bool)
-    for u, _, _ in steps[1:]:
-        later[u - lo] = True
-    both = entered & later
-    kept = [tuple(c[both[u - lo]] for c in (u, t, seq)) for u, t, seq in steps]
-    t_of, ranks = _ranks([t for _, t, _ in kept], [seq for _, _, seq in kept])
-    bits = max(len(t_of) - 1, 1).bit_length()
-    if bits + max(span - 1, 1).bit_length() > 63:
-        return None
-    low = (1 << bits) - 1
+    for r in rel[1:]:
+        later[r] = True
+    # Only step 1's rows of users who did a later step are worth ordering.
+    keep = later[rel[0]]
+    rel[0] = rel[0][keep]
+    ts = [steps[0][1][keep], *(t for _, t, _ in steps[1:])]
+    user_bits = max(span - 1, 1).bit_length()
     level = entered.astype(np.int64)
-    reached = np.flatnonzero(level)
-    index = np.cumsum(level) - 1  # each user's place in ``reached``
-    first = [np.zeros(len(reached), dtype=np.int64)]
-    keys = _keys(kept[0][0] - lo, ranks[0], bits)
-    start = ends = t_of[keys & low]
-    for k in range(1, len(steps)):
-        cand = _keys(kept[k][0] - lo, ranks[k], bits)
-        at = np.searchsorted(keys, cand) - 1  # the latest valid row of step k before each
-        j = np.maximum(at, 0)
-        tk = t_of[cand & low]
-        valid = ((at >= 0) & (keys[j] >> bits == cand >> bits) & (tk - start[j] <= w.total)
-                 & (tk - ends[j] <= w.steps[k])) if len(keys) else np.zeros(len(cand), bool)
-        keys, start, ends = cand[valid], start[j][valid], tk[valid]
-        who = keys >> bits
+    t0 = min((int(t.min()) for t in ts if len(t)), default=0)
+    t_bits = max(max((int(t.max()) for t in ts if len(t)), default=0) - t0, 1).bit_length()
+    if user_bits + t_bits <= 63:
+        keys = [_keys(r, t - t0, t_bits) for r, t in zip(rel, ts, strict=True)]
+        first = _greedy(keys, t_bits, lambda k: (k & ((1 << t_bits) - 1)) + t0, w, level,
+                        ties=False)
+        if first is not None:
+            return np.flatnonzero(entered) + lo, Match(level[entered], first)
+        level = entered.astype(np.int64)
+    t_of, ranks = _ranks(ts, [steps[0][2][keep], *(seq for _, _, seq in steps[1:])])
+    bits = max(len(t_of) - 1, 1).bit_length()
+    if bits + user_bits > 63:
+        return None
+    keys = [_keys(r, rank, bits) for r, rank in zip(rel, ranks, strict=True)]
+    first = _greedy(keys, bits, lambda k: t_of[k & ((1 << bits) - 1)], w, level, ties=True)
+    assert first is not None
+    return np.flatnonzero(entered) + lo, Match(level[entered], first)
+
+
+def _greedy(keys: list[np.ndarray], bits: int, time_of: Callable[[np.ndarray], np.ndarray],
+            w: Windows, level: np.ndarray, ties: bool) -> list[np.ndarray] | None:
+    """The greedy over each step's sorted ``user << bits | time`` keys: sets ``level`` (per
+    user, 1 where entered) and returns the per-step durations of each entered user's first
+    chain. Equal keys of consecutive steps are the same event when ``ties`` (ranks), else
+    undecidable without ``seq``: then None."""
+    entered = np.flatnonzero(level)
+    index = np.cumsum(level) - 1  # each user's place in ``entered``
+    first = [np.zeros(len(entered), dtype=np.int64)]
+    valid_keys = keys[0]
+    start = ends = np.zeros(0, dtype=np.int64)  # of the chains ending at ``valid_keys``
+    for k in range(1, len(keys)):
+        cand = keys[k]
+        after = np.searchsorted(valid_keys, cand)
+        if not ties and len(valid_keys) and \
+                (valid_keys[np.minimum(after, len(valid_keys) - 1)] == cand).any():
+            return None
+        j = np.maximum(after - 1, 0)  # the latest valid row of the previous step before
+        prev = valid_keys[j] if len(valid_keys) else cand
+        has = np.flatnonzero((after > 0) & (prev >> bits == cand >> bits))  # same user
+        cand, j = cand[has], j[has]
+        tk = time_of(cand)
+        if k == 1:
+            start = ends = time_of(prev[has])
+        else:
+            start, ends = start[j], ends[j]
+        valid = (tk - start <= w.total) & (tk - ends <= w.steps[k])
+        valid_keys, start, ends = cand[valid], start[valid], tk[valid]
+        who = valid_keys >> bits
         level[who] = k + 1
         firsts = np.concatenate(([True], who[1:] != who[:-1])) if len(who) else who
-        duration = np.full(len(reached), -1, dtype=np.int64)
+        duration = np.full(len(entered), -1, dtype=np.int64)
         duration[index[who[firsts]]] = (ends - start)[firsts]
         first.append(duration)
-    return reached + lo, Match(level[reached], first)
+    return first
 
 
 def _ranks(ts: list[np.ndarray], seqs: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -219,8 +255,8 @@ def _ranks(ts: list[np.ndarray], seqs: list[np.ndarray]) -> tuple[np.ndarray, li
     return t[new], [rank[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def _keys(users: np.ndarray, ranks: np.ndarray, bits: int) -> np.ndarray:
-    """``user << bits | rank``, sorted: a step's rows in (user, time) order."""
-    keys = (users.astype(np.int64) << bits) | ranks
+def _keys(users: np.ndarray, times: np.ndarray, bits: int) -> np.ndarray:
+    """``user << bits | time``, sorted: a step's rows in (user, time) order."""
+    keys = (users.astype(np.int64) << bits) | times
     keys.sort()
     return keys
