@@ -23,6 +23,7 @@ the webhook channel's ``Idempotency-Key`` header, APNs ``apns-collapse-id``, ...
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -36,7 +37,29 @@ from nudge.store import control
 from . import sealing
 
 OB = control.outbox
+log = logging.getLogger("nudge.engage")
 FINAL = ("sent", "delivered", "rejected", "unreachable", "dead", "skipped", "control")
+
+
+def upgrade_indexes(engine: Engine) -> None:
+    """Replace an outbox's full ``ix_outbox_provider`` (before it became partial) with the
+    partial one: queuing a message then adds no entry to it. Idempotent."""
+    ix = next(i for i in OB.indexes if i.name == "ix_outbox_provider")
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'index' "
+                                       "AND name = 'ix_outbox_provider'").scalar()
+        elif conn.dialect.name == "postgresql":
+            ddl = conn.exec_driver_sql("SELECT indexdef FROM pg_indexes "
+                                       "WHERE indexname = 'ix_outbox_provider'").scalar()
+        else:
+            return
+        if ddl is not None and "WHERE" in ddl.upper():
+            return
+        if ddl is not None:
+            ix.drop(conn)
+        ix.create(conn)
+    log.info("outbox: ix_outbox_provider is now a partial index")
 
 
 def idem_prefix(campaign_id: int | None, occurrence: str) -> str:

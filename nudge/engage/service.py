@@ -24,7 +24,7 @@ from nudge.store import control
 from nudge.store.registry import StoreRegistry
 from nudge.tenancy.accounts import AccountDirectory
 
-from . import sealing
+from . import outbox, sealing
 from .channels import netguard
 from .channels.base import Channel
 from .policy import PolicyStore
@@ -52,6 +52,7 @@ class Engage:
         self.stores = stores
         self.keyring = keyring
         sealing.register(self.engine, keyring)  # outbox rows are sealed with it
+        outbox.upgrade_indexes(self.engine)
         netguard.configure(settings.engage_allow_private_networks)
         self.signer = Signer(keyring, settings.public_url)
         self.policies = PolicyStore(self.engine)

@@ -154,7 +154,11 @@ outbox = sa.Table(
 sa.Index("ix_outbox_due", outbox.c.status, outbox.c.next_attempt_at)
 sa.Index("ix_outbox_user", outbox.c.account_id, outbox.c.user_id, outbox.c.created_at)
 sa.Index("ix_outbox_campaign", outbox.c.campaign_id, outbox.c.status)
-sa.Index("ix_outbox_provider", outbox.c.provider_id)
+# Only sent messages have a provider id (callbacks look them up by it): a partial index, so
+# queuing a message adds no entry (nudge.engage.outbox.upgrade_indexes migrates old files).
+sa.Index("ix_outbox_provider", outbox.c.provider_id,
+         sqlite_where=outbox.c.provider_id.isnot(None),
+         postgresql_where=outbox.c.provider_id.isnot(None))
 
 # Subscription state per (user, channel, category); "*" = every category. No row: subscribed.
 subscriptions = sa.Table(
@@ -643,7 +647,10 @@ def insert_ignore(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any
     if not rows:
         return 0
     if conn.dialect.name == "sqlite":
-        cols = list(rows[0])
+        # A column NULL in every row (and NULL by default) is left out: fewer values to bind
+        # per row (an outbox row's sealed fields, a pending message's reason, ...).
+        cols = [c for c in rows[0] if not (table.c[c].nullable and table.c[c].server_default
+                                           is None and all(r[c] is None for r in rows))]
         sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES "
                f"({', '.join('?' * len(cols))}) ON CONFLICT ({', '.join(keys)}) DO NOTHING")
         values = operator.itemgetter(*cols) if len(cols) > 1 else lambda r: (r[cols[0]],)

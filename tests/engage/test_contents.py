@@ -1,7 +1,7 @@
 """The batch paths of audience expansion (no server): rendered content memoized without a
 per-recipient context (compose.Contents) renders exactly what a plain render of the full
 context gives, and a batch of outbox rows sealed together (sealing.seal_outbox_rows) opens
-row by row, bound to each row's idempotency key."""
+row by row, bound to each row's idempotency key; the outbox's provider index is partial."""
 
 from __future__ import annotations
 
@@ -94,3 +94,32 @@ def test_a_sealed_batch_opens_row_by_row_and_not_swapped(keyring: Keyring) -> No
     with pytest.raises(KeyError_):  # nor in another account
         sealing.open_outbox(keyring, "a2", sealed[0]["idem_key"], None, sealed[0]["content"],
                             None)
+
+
+def test_provider_index_is_partial_used_and_upgraded(tmp_path: Path) -> None:
+    """Queued messages add no ``ix_outbox_provider`` entry; callbacks still find a sent one
+    through it; an outbox from before (a full index) is upgraded in place."""
+    eng = control.connect(f"sqlite:///{tmp_path / 'control.db'}")
+    lookup = "SELECT id FROM outbox WHERE provider_id = ?"
+
+    def index_sql() -> str:
+        with eng.connect() as conn:
+            return str(conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE "
+                                            "name = 'ix_outbox_provider'").scalar())
+
+    with eng.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_outbox_provider")
+        conn.exec_driver_sql("CREATE INDEX ix_outbox_provider ON outbox (provider_id)")
+    assert "WHERE" not in index_sql()
+    outbox.upgrade_indexes(eng)
+    outbox.upgrade_indexes(eng)  # idempotent
+    assert "WHERE provider_id IS NOT NULL" in index_sql()
+    with eng.begin() as conn:
+        control.insert_ignore(conn, control.outbox, [
+            {**_row("a1", u, None, None), "provider_id": "p-7" if u == 7 else None}
+            for u in range(10)], ("idem_key",))
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + lookup, ("p-7",)).fetchall()
+        assert "ix_outbox_provider" in str(plan)
+        assert conn.exec_driver_sql(lookup, ("p-7",)).fetchall() == [(8,)]
+        assert conn.exec_driver_sql("SELECT count(*) FROM outbox INDEXED BY ix_outbox_provider "
+                                    "WHERE provider_id IS NOT NULL").scalar() == 1
