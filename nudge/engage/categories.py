@@ -113,20 +113,25 @@ class CategoryDirectory:
 
     def list(self, archived: bool = False) -> list[Category]:
         """Active categories (the default first, then by name); ``archived`` adds the rest."""
-        with self.engine.begin() as conn:
-            self._ensure_default(conn)
-            q = sa.select(T).where(T.c.account_id == self.account_id)
-            if not archived:
-                q = q.where(T.c.archived_at.is_(None))
+        q = sa.select(T).where(T.c.account_id == self.account_id)
+        if not archived:
+            q = q.where(T.c.archived_at.is_(None))
+        with self.engine.connect() as conn:
             rows = [_row(r) for r in conn.execute(q)]
+        if not any(c.key == DEFAULT for c in rows):  # a write only the first time
+            with self.engine.begin() as conn:
+                self._ensure_default(conn)
+                rows = [_row(r) for r in conn.execute(q)]
         return sorted(rows, key=lambda c: (c.key != DEFAULT, c.archived, c.name.lower()))
 
     def get(self, key: str) -> Category:
-        with self.engine.begin() as conn:
-            if key == DEFAULT:
+        q = sa.select(T).where(T.c.account_id == self.account_id, T.c.key == key)
+        with self.engine.connect() as conn:
+            r = conn.execute(q).first()
+        if r is None and key == DEFAULT:
+            with self.engine.begin() as conn:
                 self._ensure_default(conn)
-            r = conn.execute(sa.select(T).where(T.c.account_id == self.account_id,
-                                                T.c.key == key)).first()
+                r = conn.execute(q).first()
         if r is None:
             raise NotFound(f"no subscription category {key!r}")
         return _row(r)

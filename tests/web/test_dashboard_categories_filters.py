@@ -73,10 +73,23 @@ def test_category_from_settings_to_wizard_to_preference_page_to_skip(
     expect(page.locator("#category-result [data-saved]")).to_contain_text("product-news")
     row = page.locator("#category-list tr[data-category=product-news]")
     expect(row.locator("input[name=name]")).to_have_value("Product news")  # list reloaded
+    # Rename, describe and archive another one in its row.
+    h.api(srv, "POST", "/1/subscription-categories", {"name": "Old stuff", "key": "old"}, ok=201)
+    page.reload()
+    page.get_by_label("Name of old").fill("Retired offers")
+    page.get_by_label("Description of old").fill("No longer sent")
+    page.get_by_role("button", name="Save old").click()
+    expect(page.locator("#category-row-result [data-saved]")).to_contain_text("Retired offers")
+    page.get_by_role("button", name="Archive old").click()
+    expect(page.locator("tr[data-category=old] .badge")).to_have_text("archived")
+    old = h.api(srv, "GET", "/1/subscription-categories/old", ok=200).json()
+    assert (old["name"], old["description"], old["archived"]) == (
+        "Retired offers", "No longer sent", True)
 
     page.goto(f"{srv.url}/ui/{srv.account_id}/campaigns/new?kind=api")
     expect(page.locator("#c-category option[value=product-news]")).to_have_text(
         "Product news — What we shipped this month")
+    expect(page.locator("#c-category option[value=old]")).to_have_count(0)  # archived
     expect(page.locator("#c-category")).to_have_value("general")  # the default
     page.fill("#c-name", "Shipped in November")
     page.select_option("#c-category", "product-news")
