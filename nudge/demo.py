@@ -769,6 +769,31 @@ class _Demo:
             self.buf = []
 
     def _day(self, d: int) -> Iterator[list[dict]]:
+        yield from self._emit(*self._slot(d))
+
+    def profile_rows(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(ts, kind, row) of every profile and token record, in stream order, without the
+        events: the users who signed up before the window, then the rest (what ``_slot``
+        gives each day; a stable sort of the same keys keeps the same order)."""
+        pre = np.arange(self.n_pre)
+        tok = pre[self.token[pre]]
+        yield (np.full(len(pre) + len(tok), self.start, dtype=np.int64),
+               np.concatenate([np.full(len(pre), K_PROFILE), np.full(len(tok), K_TOKEN)]),
+               np.concatenate([pre, tok]))
+        new = np.arange(self.n_pre, self.n)
+        new = new[(self.signup[new] >= self.start) & (self.signup[new] < self.start
+                                                      + self.days * DAY)]
+        anon = self.anon_order[(self.anon_sorted_ts >= self.start)
+                               & (self.anon_sorted_ts < self.start + self.days * DAY)]
+        new_tok = new[self.token[new]]
+        yield (np.concatenate([self.first_seen[anon], self.signup[new], self.signup[new_tok]]),
+               np.concatenate([np.full(len(anon), K_ANON), np.full(len(new), K_PROFILE),
+                               np.full(len(new_tok), K_TOKEN)]),
+               np.concatenate([anon, new, new_tok]))
+
+    def _slot(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Slot ``d``'s records as (ts, kind, row, events): the profile and token records of
+        the slot (rows are users) and its events (rows index the columns ``events``)."""
         rng = self._rng(2, d)
         s0 = self.start + d * DAY
         s1 = s0 + DAY
@@ -849,7 +874,7 @@ class _Demo:
         ts = np.concatenate([p_ts, E["ts"]])
         kind = np.concatenate([p_kind, E["code"].astype(np.int64)])
         row = np.concatenate([p_row, np.arange(ne)])
-        yield from self._emit(ts, kind, row, E)
+        return ts, kind, row, E
 
     def _notifications(self, rng: np.random.Generator, c: int, d: int, s0: int
                        ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

@@ -1,22 +1,35 @@
-"""``nudge demo``: create the demo account and fill it through the real ingest pipeline."""
+"""``nudge demo``: create the demo account and fill it with the demo data.
+
+Profiles and tokens go through the ingest path (validation, identity resolution, merges);
+the events, ~95% of the records, are appended as Arrow columns (nudge/demo_columns.py,
+nudge/store/bulk_events.py): the per-event Python of the record path was most of a
+default demo's time (docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import json
 import multiprocessing as mp
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
+import numpy as np
+import pyarrow as pa
 
-from nudge.bulk import Parsed, ingest_chunks
+from nudge.bulk import bulk_mode, progress
 from nudge.config import Limits, Settings
 from nudge.ingest.log import decode_packed, pack, unpack
 from nudge.ingest.records import RecordError
 from nudge.store import control
+from nudge.store.account import AccountStore
+from nudge.store.bulk_events import ColumnarCommit
+from nudge.store.commit import CommitResult
 from nudge.store.registry import StoreRegistry
 from nudge.tenancy.accounts import AccountDirectory
 
@@ -38,10 +51,10 @@ def load_demo(settings: Settings, *, users: int, events: int, seed: int, if_empt
     store = registry.get(new.account.id)
     started = time.perf_counter()
     try:
-        chunks = generated_elsewhere(users, events, seed, settings.limits)
-        stored, errors = ingest_chunks(store, chunks, settings.limits,
-                                       total=users + events, label=f"demo: {users:,} users",
-                                       bulk=True, parsed=True)
+        with bulk_mode(store):
+            parts = generated_elsewhere(users, events, seed, settings.limits)
+            stored, errors = load_parts(store, parts, total=users + events,
+                                        label=f"demo: {users:,} users")
         store.compact_now()
     finally:
         registry.close()
@@ -55,15 +68,89 @@ def load_demo(settings: Settings, *, users: int, events: int, seed: int, if_empt
     _announce(creds, existing=False)
 
 
-def generated_elsewhere(users: int, events: int, seed: int, limits: Limits,
-                        ) -> Iterator[Parsed]:
-    """``demo.generate``'s chunks, generated and validated in a child process.
+def load_parts(store: AccountStore, parts: Iterator[tuple[str, Any]], *, total: int,
+               label: str, quiet: bool = False) -> tuple[int, list[RecordError]]:
+    """Profile and token records through the ingest path, then the events as columns.
 
-    Generating and validating (``parse_records``, the same as for uploads) run on the other
-    core while this one commits. Validated records cross in the ingest log's msgpack form
-    (nudge/ingest/log.py): ~6 µs a record to read back here against ~16 µs to decode and
-    validate the JSON (measured on demo data, docs/benchmarks.md), through a queue two
-    chunks deep.
+    Each part is committed while the child generates the next one (one part in flight);
+    the events wait for the last profile commit, as they go to the users it resolved, and
+    are written in sorted runs of ``store.compact_rows`` (``bulk_mode``: 4M) events.
+    """
+    stored, errors = 0, []
+    pending: Callable[[], int] | None = None
+    uids: np.ndarray | None = None
+    held: list[pa.Table] = []  # event batches waiting to make one sorted run
+
+    def write_events() -> Callable[[], int]:
+        table = pa.concat_tables(held)
+        held.clear()
+        assert uids is not None
+        return store.run_on_writer(functools.partial(
+            _append, store, table, uids[table["user"].to_numpy()])).result
+
+    with progress() as bar:
+        task = bar.add_task(label, total=total)
+        if quiet:
+            bar.stop()
+        for kind, part in parts:
+            settle: Callable[[], int] | None = None
+            if kind == "records":
+                records, bad, n = part
+                errors.extend(bad)
+                settle = functools.partial(_settle, store.submit_nowait(records), errors)
+            else:
+                if uids is None:
+                    stored += pending() if pending is not None else 0
+                    pending = None
+                    uids = _user_ids(store)
+                n = part.num_rows
+                held.append(part)
+                if sum(t.num_rows for t in held) >= store.compact_rows:
+                    settle = write_events()
+            if settle is not None:
+                if pending is not None:
+                    stored += pending()
+                pending = settle
+            bar.update(task, advance=n)
+        if held:
+            if pending is not None:
+                stored += pending()
+            pending = write_events()
+        if pending is not None:
+            stored += pending()
+    return stored, errors
+
+
+def _settle(fut: concurrent.futures.Future[CommitResult], errors: list[RecordError]) -> int:
+    bad = [e for e in fut.result().errors if e is not None]
+    errors.extend(bad)
+    return len(fut.result().errors) - len(bad)
+
+
+def _append(store: AccountStore, table: pa.Table, user_ids: np.ndarray) -> int:
+    return ColumnarCommit(store, table, user_ids).append()  # on the writer thread
+
+
+def _user_ids(store: AccountStore) -> np.ndarray:
+    """The store's user id of every demo user, by index (identity ``u<index+1>``)."""
+    with store.cursor() as cur:
+        idx, uid = cur.execute(
+            "SELECT CAST(substr(value, 2) AS BIGINT) - 1, user_id FROM identities "
+            "WHERE kind = 'identity' AND regexp_full_match(value, 'u[0-9]+')").fetchnumpy(
+            ).values()
+    out = np.full(int(idx.max()) + 1 if len(idx) else 0, -1, dtype=np.int64)
+    out[idx] = uid
+    return out
+
+
+def generated_elsewhere(users: int, events: int, seed: int, limits: Limits,
+                        ) -> Iterator[tuple[str, Any]]:
+    """``generated_here``'s parts, made in a child process on the other core.
+
+    Profile and token records are validated there (``parse_records``, as for uploads) and
+    cross in the ingest log's msgpack form (nudge/ingest/log.py; ~6 µs a record to read back
+    against ~16 µs to decode and validate JSON); event batches cross as Arrow IPC streams.
+    The queue is two parts deep.
     """
     ctx = mp.get_context("spawn")  # no fork of a process holding DuckDB's threads
     q: Any = ctx.Queue(maxsize=2)
@@ -77,31 +164,53 @@ def generated_elsewhere(users: int, events: int, seed: int, limits: Limits,
                 break
             if isinstance(item, str):
                 raise RuntimeError(f"demo generator failed: {item}")
-            packed, bad, n = decode_packed(item)
-            yield ([unpack(r) for r in packed], [RecordError(*e) for e in bad], n)
+            kind, data = item
+            if kind == "records":
+                packed, bad, n = decode_packed(data)
+                yield kind, ([unpack(r) for r in packed], [RecordError(*e) for e in bad], n)
+            else:
+                yield kind, pa.ipc.open_stream(data).read_all()
     finally:
         child.join(timeout=5)
         if child.is_alive():
             child.kill()
 
 
+def generated_here(users: int, events: int, seed: int, now: float, limits: Limits,
+                   **kw: Any) -> Iterator[tuple[str, Any]]:
+    """The parts ``load_parts`` takes, made in this process: profile and token records validated
+    by ``parse_records`` (as uploads are), event batches as they come."""
+    from nudge.clock import clock
+    from nudge.demo_columns import generate_columns
+    from nudge.ingest.upload import parse_records
+
+    offset = 0
+    for kind, part in generate_columns(users, events, seed=seed, now=now, **kw):
+        if kind == "records":
+            records, bad = parse_records(part, offset, clock.now(), limits)
+            yield kind, (records, bad, len(part))
+            offset += len(part)
+        else:
+            yield kind, part
+
+
 def _generate_into(q: Any, users: int, events: int, seed: int, now: float,
                    limits: Limits) -> None:
     import gc
 
-    from nudge import demo
-    from nudge.clock import clock
-    from nudge.ingest.upload import parse_records
-
-    gc.disable()  # nothing here makes cycles; see bulk.ingest_chunks
+    gc.disable()  # nothing here makes cycles; see bulk.bulk_mode
     encode = msgspec.msgpack.Encoder().encode
-    offset = 0
     try:
-        for chunk in demo.generate(users, events, seed=seed, now=now):
-            records, bad = parse_records(chunk, offset, clock.now(), limits)
-            q.put(encode(([pack(r) for r in records],
-                          [(e.index, e.code, e.error) for e in bad], len(chunk))))
-            offset += len(chunk)
+        for kind, part in generated_here(users, events, seed, now, limits):
+            if kind == "records":
+                records, bad, n = part
+                q.put((kind, encode(([pack(r) for r in records],
+                                     [(e.index, e.code, e.error) for e in bad], n))))
+            else:
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, part.schema) as w:
+                    w.write_table(part)
+                q.put((kind, sink.getvalue().to_pybytes()))
     except Exception as e:  # noqa: BLE001 - reported to the parent, which raises
         q.put(f"{type(e).__name__}: {e}")
     q.put(None)

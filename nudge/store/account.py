@@ -91,6 +91,9 @@ class AccountStore:
         self.settings = settings
         path.parent.mkdir(parents=True, exist_ok=True)
         self.applied_lsn = self.durable_lsn = 0  # ingest log positions (_open_log)
+        # Recent events compacted into a sorted run at this many (bulk loads raise it:
+        # nudge/bulk.py bulk_mode).
+        self.compact_rows = settings.compact_threshold_rows
         self._db_lock = threading.Lock()  # cursors vs. reopen_file
         self.db = self._connect(encryption_key)
         self.writer_cursor = self.cursor()
@@ -445,7 +448,7 @@ class AccountStore:
         return int(self.writer_cursor.execute("SELECT count(*) FROM events_recent").fetchone()[0])
 
     def _maybe_compact(self) -> None:
-        if self.next_seq - 1 - self.compacted_through >= self.settings.compact_threshold_rows:
+        if self.next_seq - 1 - self.compacted_through >= self.compact_rows:
             self.compact()
         if self.sorted_runs.due():  # a bounded merge step, rationed while requests queue
             self.sorted_runs.step(self.writer_cursor)

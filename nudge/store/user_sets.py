@@ -79,12 +79,14 @@ def read(cur: duckdb.DuckDBPyConnection, event: str, h0: int, h1: int
 
 
 # -- maintenance (writer thread, inside the writer's transaction) ------------------------------
-def add_compacted(cur: duckdb.DuckDBPyConnection, before: int, after: int) -> None:
-    """Add the rows of ``events_recent`` (about to move to ``events_sorted``) and record the
-    new ``compacted_through``; nothing when the sets were not current before."""
+def add_compacted(cur: duckdb.DuckDBPyConnection, before: int, after: int,
+                  source: str = "events_recent") -> None:
+    """Add the rows of ``source`` (about to move to ``events_sorted``: ``events_recent``, or
+    a bulk load's registered table, nudge/store/bulk_events.py; our own names) and record
+    the new ``compacted_through``; nothing when the sets were not current before."""
     if through(cur) != before:
         return
-    if _add(cur, "events_recent", "", []):
+    if _add(cur, source, "", []):
         _set_through(cur, after)
     else:  # a user id beyond 32 bits: the sets stop being current, reports read rows
         cur.execute("DELETE FROM meta WHERE key = ?", [META_KEY])
