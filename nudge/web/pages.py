@@ -34,8 +34,20 @@ from nudge.errors import AuthError, Forbidden, NudgeError
 from nudge.store.account import AccountStore
 from nudge.tenancy.sessions import CSRF_COOKIE
 
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates kept for every process of this OS user (Jinja's private 0700
+    directory under the temp dir), so a new server renders its first page without
+    compiling templates again (Home's: 35 ms of CPU, ~150 ms at load 11; 2-3 ms cached)."""
+    try:
+        return jinja2.FileSystemBytecodeCache()
+    except (OSError, RuntimeError):  # no private temp directory: compile in each process
+        return None
+
+
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    bytecode_cache=_bytecode_cache(),
     autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
