@@ -333,14 +333,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     engines = {n: [e for e in reports.engines(n) if args.engines is None or e in args.engines]
                for n in names}
 
-    results = {n: {e: reports.run(n, e) for e in engines[n]} for n in names}  # also warms up
+    times: dict[str, dict[str, list[float]]] = {n: {e: [] for e in engines[n]} for n in names}
+    cpu: dict[str, dict[str, list[float]]] = {n: {e: [] for e in engines[n]} for n in names}
+    results: dict[str, dict[str, Result]] = {n: {} for n in names}
+    for n in names:  # the checked round; it warms up, and with --reps 0 it is the timed one
+        for e in engines[n]:
+            t, c = time.perf_counter(), time.process_time()
+            results[n][e] = reports.run(n, e)
+            if not args.reps:
+                times[n][e].append(time.perf_counter() - t)
+                cpu[n][e].append(time.process_time() - c)
     agree = {n: all(r == results[n]["nudge"] for r in results[n].values()) for n in names}
     for n in names:
         if not agree[n]:
             print(f"# DISAGREEMENT on {n}: " + json.dumps(
                 {e: str(r)[:400] for e, r in results[n].items()}))
-    times: dict[str, dict[str, list[float]]] = {n: {e: [] for e in engines[n]} for n in names}
-    cpu: dict[str, dict[str, list[float]]] = {n: {e: [] for e in engines[n]} for n in names}
     for r in range(args.reps):
         for n in names:
             order = engines[n]
@@ -383,7 +390,8 @@ def _print(names: list[str], med: dict[str, dict[str, float]], agree: dict[str, 
     if any("chdb" in m for m in med.values()):
         heads += ["chdb ms", "nudge/chdb"]
     heads += ["nudge/faster ref", "same result"]
-    print(f"\n# medians of {reps} interleaved rounds; load {loadavg()}")
+    rounds = f"medians of {reps} interleaved rounds" if reps else "one round (the checked one)"
+    print(f"\n# {rounds}; load {loadavg()}")
     print(table(heads, rows))
     for n in names:
         for e in [e for e in med[n] if e.startswith("duckdb_")]:
@@ -411,7 +419,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--users", type=int, default=200_000)
     p.add_argument("--events", type=int, default=10_000_000)
-    p.add_argument("--reps", type=int, default=7, help="rounds; medians are reported")
+    p.add_argument("--reps", type=int, default=7,
+                   help="rounds after the checked one; medians are reported (0: time the "
+                        "checked round, for runs too long to repeat)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--reports", default="funnel,retention,flows",
                    help="comma-separated subset of funnel, retention, flows")
