@@ -19,7 +19,10 @@ example, with 3M ``Charged`` over 90 days and 1M people, "total Amount of Charge
 from __future__ import annotations
 
 import datetime as dt
+import time
+import weakref
 from collections.abc import Iterator
+from typing import Any
 
 from .model import (
     Aggregate,
@@ -40,6 +43,23 @@ from .model import (
 EventStats = dict[str, tuple[int, dt.datetime, dt.datetime]]
 MAX_BITS = 32  # DuckDB's limit for perfect_ht_threshold
 ROWS_PER_ID = 2.0
+# The event catalog read for estimates is reused for this long per store: the estimate only
+# chooses between two exact plans, and reading the catalog for every count cost ~1.7 ms of
+# CPU at 100M events (2-3% of segment (a)).
+STATS_SECONDS = 30.0
+_stats: weakref.WeakKeyDictionary[Any, tuple[float, EventStats]] = weakref.WeakKeyDictionary()
+
+
+def event_stats(store: Any, cur: Any) -> EventStats:
+    """(count, first seen, last seen) of every event of ``store`` (an AccountStore), read
+    through ``cur`` at most every ``STATS_SECONDS``."""
+    hit = _stats.get(store)
+    if hit is not None and time.monotonic() - hit[0] < STATS_SECONDS:
+        return hit[1]
+    stats = {r[0]: (int(r[1]), r[2], r[3]) for r in cur.execute(
+        "SELECT event, count, first_seen, last_seen FROM event_catalog").fetchall()}
+    _stats[store] = (time.monotonic(), stats)
+    return stats
 
 
 def scans(node: Node) -> Iterator[tuple[EventSpec, Window]]:

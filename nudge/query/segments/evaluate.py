@@ -56,12 +56,9 @@ class SegmentEngine:
 
     def _aggregate_by_id(self, cur: duckdb.DuckDBPyConnection, node: Node, now: float) -> None:
         """Let DuckDB aggregate by person into arrays when that pays (see estimate.py)."""
-        names = sorted({spec.event for spec, _ in estimate.scans(node)})
-        if not names:
+        if not any(True for _ in estimate.scans(node)):
             return
-        stats = {r[0]: (r[1], r[2], r[3]) for r in cur.execute(
-            "SELECT event, count, first_seen, last_seen FROM event_catalog "
-            f"WHERE event IN ({', '.join('?' * len(names))})", names).fetchall()}
+        stats = estimate.event_stats(self.store, cur)
         bits = estimate.perfect_bits(stats, node, self.store.identity.next_uid - 1, now)
         if bits is not None:
             cur.execute(f"SET perfect_ht_threshold = {int(bits)}")

@@ -1,4 +1,4 @@
 -- definition: {"and": [{"did": {"event": "Charged", "count": {"op": ">=", "value": 3}, "window": {"last": {"days": 30}}, "where": [{"property": "Amount", "op": "gt", "value": 500}]}}, {"profile": {"property": "City", "op": "eq", "value": "Paris"}}, {"did_not": {"event": "App Uninstalled"}}]}
 -- explanation: People who (did Charged where Amount > 500 at least 3 times in the last 30 days, and whose City is 'Paris', and did not do App Uninstalled)
 -- params: ["Charged", {"timestamp": "2023-10-15T22:13:20"}, "Paris", 500.0, 3, "App Uninstalled"]
-(SELECT user_id FROM (SELECT e.user_id FROM events e WHERE e.event = ? AND e.ts >= ? AND e.user_id IN (SELECT p.user_id FROM profiles p WHERE p.pp_1 = ?) AND e.ep_1 > ?) GROUP BY user_id HAVING count(*) >= ?) EXCEPT (SELECT DISTINCT user_id FROM (SELECT e.user_id FROM events e WHERE e.event = ?))
+(SELECT user_id FROM (SELECT e.user_id FROM events e WHERE e.event = ? AND e.ts >= ? AND e.user_id IN (SELECT p.user_id FROM profiles p WHERE p.pp_1 = ?) AND e.ep_1 > ?) GROUP BY user_id HAVING count(*) >= ?) EXCEPT (SELECT user_id FROM (SELECT e.user_id FROM events e WHERE e.event = ?))
