@@ -242,3 +242,37 @@ def test_without_the_log_acknowledgment_waits_for_the_commit(tmp_path: Path) -> 
         store.close()
     assert not (tmp_path / "a1" / "ingest-log").exists()
     os.sync()
+
+
+def test_backlog_is_bounded_in_time_then_requests_wait_for_their_commit(tmp_path: Path) -> None:
+    """Past ``ingest_log_max_lag_ms`` of unapplied backlog, a request is not acknowledged
+    from the log but after its own commit (backpressure that keeps reads fresh)."""
+    import threading
+
+    store = AccountStore("a1", tmp_path / "a1" / "events.duckdb",
+                         Settings(data_dir=tmp_path, ingest_log=True,
+                                  ingest_log_max_lag_ms=50), KEY)
+    gate = threading.Event()
+    try:
+        store.run_on_writer(gate.wait)  # the writer is busy: logged entries wait
+
+        async def go() -> None:
+            first = await store.submit_logged([event(1)])  # acknowledged from the log
+            assert first.errors == [None] and store.applied_lsn < store.durable_lsn
+            while store.log_lag() < 0.05:
+                await asyncio.sleep(0.01)
+            assert store.log_must_wait()
+            second = asyncio.ensure_future(store.submit_logged([event(2)]))
+            while store.durable_lsn < 2:  # logged, but not answered: waits for the commit
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            assert not second.done()
+            gate.set()
+            assert (await second).errors == [None]
+            assert store.log_lag() == 0.0 and not store.log_must_wait()
+
+        asyncio.run(go())
+        assert event_ids(store) == ["mu1-1", "mu1-2"]
+    finally:
+        gate.set()
+        store.close()
