@@ -90,7 +90,25 @@ def _profile(ctx: PageContext, uid: int) -> dict[str, Any]:
         messages = []
     return {"profile": profile, "events": events, "messages": messages,
             "segments": _gdpr(ctx)._segments(uid),  # what the GDPR export lists
-            "rfm": _rfm(ctx, uid)}
+            "rfm": _rfm(ctx, uid), "subscriptions": _subscriptions(ctx, uid)}
+
+
+def _subscriptions(ctx: PageContext, uid: int) -> list[dict[str, Any]]:
+    """The person's recorded subscription choices (GET /1/subscriptions) with the category's
+    name; no row means subscribed."""
+    from nudge.api.routes.campaigns import subscriptions_of
+    from nudge.engage.categories import CategoryDirectory
+
+    engage = getattr(ctx.request.app.state, "engage", None)
+    if engage is None:
+        return []
+    names = {c.key: c.name for c in CategoryDirectory(engage.engine, ctx.account_id).list(
+        archived=True)}
+    names["*"] = "all messages"
+    return [{**r, "name": names.get(r["category"], r["category"]),
+             "channel": "every channel" if r["channel"] == "*" else r["channel"]}
+            for r in sorted(subscriptions_of(engage, ctx.account_id, uid),
+                            key=lambda r: (r["channel"], r["category"]))]
 
 
 def _rfm(ctx: PageContext, uid: int) -> dict[str, Any] | None:

@@ -3,8 +3,10 @@ server with a real SMTP server (aiosmtpd):
 
 - an admin creates a category in Settings, the campaign wizard offers it, the email of that
   campaign carries a preference-page link where the recipient unsubscribes from that
-  category, and the next campaign in the category skips them with reason ``unsubscribed``;
-  a viewer sees the list without edit controls and the server refuses a forged post;
+  category (their profile page then shows it), and the next campaign in the category skips
+  them with reason ``unsubscribed``;
+- a viewer sees the categories in Settings without edit controls and the server refuses a
+  forged post;
 - on the journey canvas a marketer sets the entry (trigger) event's filters and a condition
   node's event filters with the segment builder's filter rows, publishes, and the API
   returns exactly those filters."""
@@ -125,6 +127,9 @@ def test_category_from_settings_to_wizard_to_preference_page_to_skip(
     subs = h.api(srv, "GET", "/1/subscriptions", params={"identity": "pn1"}, ok=200).json()
     assert subs["subscriptions"] == [{"channel": "email", "category": "product-news",
                                       "subscribed": False}]
+    page.goto(f"{srv.url}/ui/{srv.account_id}/people/{subs['user_id']}")  # the 360 profile
+    expect(page.locator("[data-subscriptions]")).to_contain_text(
+        "Product news by emailunsubscribed")
 
     # The next campaign in that category skips them; one in the default category does not.
     later = h.campaign(srv, {"name": "Shipped in December", "kind": "api",
