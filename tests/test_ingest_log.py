@@ -276,3 +276,26 @@ def test_backlog_is_bounded_in_time_then_requests_wait_for_their_commit(tmp_path
     finally:
         gate.set()
         store.close()
+
+
+def test_a_read_waits_once_for_what_was_acknowledged_when_it_began(tmp_path: Path) -> None:
+    import threading
+
+    store = AccountStore("a1", tmp_path / "a1" / "events.duckdb", logged(tmp_path), KEY)
+    gates = [threading.Event(), threading.Event()]
+    try:
+        store.run_on_writer(gates[0].wait)
+        asyncio.run(store.submit_logged([event(1)]))
+        with store.read_position():  # begins with entry 1 acknowledged, not applied
+            gates[0].set()
+            assert event_ids(store) == ["mu1-1"]  # waited for entry 1
+            store.run_on_writer(gates[1].wait)
+            asyncio.run(store.submit_logged([event(2)]))  # acknowledged during the read
+            assert event_ids(store) == ["mu1-1"]  # no second wait, for entry 2
+        assert not store.wait_applied(timeout=0.05)  # a new read waits for entry 2
+        gates[1].set()
+        assert event_ids(store) == ["mu1-1", "mu1-2"]
+    finally:
+        for g in gates:
+            g.set()
+        store.close()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
+import contextvars
 import datetime as dt
 import gc
 import logging
@@ -43,6 +45,9 @@ log = logging.getLogger("nudge.store")
 T = TypeVar("T")
 _JSON = msgspec.json.Decoder()
 IDENTITY_CACHE_MAX = 2_000_000  # identifiers cached in memory before the cache is emptied
+# (store, ingest log position) that the reads of one request wait for (read_position).
+_READ_AT: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "nudge_read_at", default=None)
 
 # Live bus: called on the writer thread after every durable commit with
 # (account_id, [(user_id, event, ts, properties, message_id), ...]) for the new (not
@@ -175,10 +180,28 @@ class AccountStore:
         if self.log is not None:
             self.log.release(self.applied_lsn)
 
+    @contextlib.contextmanager
+    def read_position(self) -> Any:
+        """Inside the block, reads wait for what was acknowledged when it began, once.
+
+        A request that reads through several cursors (a profile: the identifier lookup,
+        the row, the identifiers, the counts) otherwise waited for the newest position at
+        each one, i.e. for one more drain of the log per cursor under steady ingest (the
+        profile read's freshness was twice the timeline's, docs/benchmarks.md). Reads see
+        every record acknowledged before the request either way."""
+        token = _READ_AT.set((id(self), self.durable_lsn))
+        try:
+            yield
+        finally:
+            _READ_AT.reset(token)
+
     def wait_applied(self, timeout: float = 30.0) -> bool:
         """Wait until every acknowledged log entry is in DuckDB (read-your-writes); a
         no-op when nothing is pending or on the writer thread itself."""
         target = self.durable_lsn
+        pinned = _READ_AT.get()
+        if pinned is not None and pinned[0] == id(self):
+            target = pinned[1]
         if self.applied_lsn >= target or threading.current_thread() is self._thread:
             return True
         with self._applied_cv:

@@ -37,7 +37,8 @@ async def get_profile(request: Request) -> Response:
     _, _, store = passcode_account(request)
 
     def read() -> dict[str, Any]:
-        return profile_view(store, find_user(store, dict(request.query_params)))
+        with store.read_position():  # one wait for the writes acknowledged before this read
+            return profile_view(store, find_user(store, dict(request.query_params)))
 
     return JSONResponse({"status": "success", "profile": await run_in_threadpool(read)})
 
@@ -54,9 +55,10 @@ async def get_profile_events(request: Request) -> Response:
     since, until = _float(request, "from"), _float(request, "to")
 
     def read() -> dict[str, Any]:
-        uid = find_user(store, {k: v for k, v in q.items() if k in LOOKUP_KEYS})
-        return timeline(store, uid, since=since, until=until, limit=limit,
-                        cursor=q.get("cursor"), event=q.get("event"))
+        with store.read_position():
+            uid = find_user(store, {k: v for k, v in q.items() if k in LOOKUP_KEYS})
+            return timeline(store, uid, since=since, until=until, limit=limit,
+                            cursor=q.get("cursor"), event=q.get("event"))
 
     return JSONResponse({"status": "success", **await run_in_threadpool(read)})
 
