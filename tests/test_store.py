@@ -171,6 +171,13 @@ def test_compaction_moves_recent_events_sorted_and_survives_reopen(stores: Store
     assert sorted(e["msgId"] for e in got) == sorted(
         [f"m{i}" for i in range(30) if i % 3 == 0] + ["m30"])
     assert [e["ts"] for e in got] == sorted((e["ts"] for e in got), reverse=True)
+    paged, cursor = [], None  # pages of 2 merge the two tables' newest rows the same way
+    while True:
+        page = timeline(store, u0, since=None, until=None, limit=2, cursor=cursor)
+        paged += page["events"]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert [e["msgId"] for e in paged] == [e["msgId"] for e in got]
 
 
 def test_compaction_runs_automatically_at_the_threshold(stores: Stores) -> None:
