@@ -67,12 +67,12 @@ def profile_view(store: AccountStore, uid: int) -> dict[str, Any]:
             tokens.append({"type": kind, "id": value})
         else:
             idents.setdefault(kind, []).append(value)
-    with store.cursor() as cur:
-        counts = dict(cur.execute(
-            "SELECT event, count(*) FROM events WHERE user_id = ? GROUP BY event ORDER BY 2 DESC",
-            [uid]).fetchall())
-        last = cur.execute(
-            "SELECT ts FROM events WHERE user_id = ? ORDER BY ts DESC LIMIT 1", [uid]).fetchone()
+    with store.cursor() as cur:  # one scan: counts per event and the newest event's time
+        per_event = cur.execute(
+            "SELECT event, count(*), max(ts) FROM events WHERE user_id = ? GROUP BY event "
+            "ORDER BY 2 DESC", [uid]).fetchall()
+    counts = {e: n for e, n, _ in per_event}
+    last = (max(t for _, _, t in per_event),) if per_event else None
     props = row.props
     subscribed = {ch: props.get(f"MSG-{ch}") is not False for ch in ("email", "sms", "whatsapp",
                                                                      "push")}
