@@ -8,17 +8,18 @@ With horizon ``H`` (the goal's horizon, or the time left to its deadline) and ``
    so nothing about the validation period is learned;
 3. features (features.py) are computed for everyone at each cutoff, labels are whether they
    did the goal's event in ``[cutoff, cutoff + H)`` (for churn: did nothing at all);
-4. a gradient-boosted tree model (scikit-learn's ``HistGradientBoostingClassifier``) is fit on
-   the training cutoffs; its probabilities are **calibrated** (calibration.py) by a map
-   fitted on the latest training cutoff's scores from a twin model that did not learn
-   from that cutoff (same rounds, the other training cutoffs); the calibrated model is
-   measured on the validation cutoff: AUC, top-decile lift, calibration by decile of
-   predicted probability, Brier score (calibrated and raw);
-5. the same model (same number of boosting rounds) is refit on all cutoffs and calibrated
-   the same way one step later — by a map fitted on the validation cutoff's scores of the
-   model of step 4, which did not learn from it; everyone is scored as of ``now`` and put
-   in a bucket by rank: the top 20% of scores are ``most_likely``, the next 30%
-   ``moderately_likely``, the rest ``least_likely`` (equal scores share a bucket);
+4. the **learner** is chosen and the probabilities **calibrated** on the latest training
+   cutoff, held out: gradient-boosted trees and an additive spline model (learners.py) are
+   each fitted on the other training cutoffs, the one with the higher AUC on the held-out
+   cutoff is used, and a map (calibration.py) is fitted from its held-out scores to what
+   happened there; the chosen learner, fitted on all training cutoffs and calibrated by
+   that map, is measured on the validation cutoff: AUC, top-decile lift, calibration by
+   decile of predicted probability, Brier score (calibrated and raw);
+5. the same learner (for trees, the same number of boosting rounds) is refit on all cutoffs
+   and calibrated the same way one step later — by a map fitted on the validation cutoff's
+   scores of the model of step 4, which did not learn from it; everyone is scored as of
+   ``now`` and put in a bucket by rank: the top 20% of scores are ``most_likely``, the
+   next 30% ``moderately_likely``, the rest ``least_likely`` (equal scores share a bucket);
 6. scores replace the goal's previous scores in one transaction on the account's writer
    thread; the model file goes to ``<account dir>/models/``.
 """
@@ -30,7 +31,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import joblib
 import numpy as np
@@ -38,9 +39,6 @@ import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
 from nudge.clock import clock
-
-if TYPE_CHECKING:  # scikit-learn takes seconds to import: only training and scoring load it
-    from sklearn.ensemble import HistGradientBoostingClassifier
 from nudge.errors import NudgeError
 from nudge.store.account import AccountStore
 
@@ -49,6 +47,7 @@ from .calibration import fit as calibration_fit
 from .conditions import SCORES_TABLE
 from .features import FeaturePlan, features_at, outcome_users, plan_features
 from .goals import DAY, Goal
+from .learners import KINDS, make, rounds
 from .names import BUCKETS
 
 Progress = Callable[[str, float], None]
@@ -106,25 +105,10 @@ def frame(store: AccountStore, goal: Goal, plan: FeaturePlan, cutoff: float,
 
 
 def _threads(store: AccountStore) -> Any:
-    """Fit on at most NUDGE_PREDICT_THREADS OpenMP threads (default 1). The server shares
+    """Fit on at most NUDGE_PREDICT_THREADS OpenMP/BLAS threads (default 1). The server shares
     its cores with ingest and queries; OpenMP threads spinning while they wait for a busy
     core made one fit ~14x slower on a loaded 2-core machine (docs/predict.md)."""
-    return threadpool_limits(limits=max(1, store.settings.predict_threads), user_api="openmp")
-
-
-def _model(plan: FeaturePlan, rows: int,
-           max_iter: int | None = None) -> HistGradientBoostingClassifier:
-    """Leaves of at least 200 rows on large data (smoother scores at the top: on CDNOW
-    200 gave a better top-decile lift than 40 or 100), fewer on small accounts."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    mask = plan.categorical_mask
-    return HistGradientBoostingClassifier(
-        learning_rate=0.05, max_iter=max_iter or 400, max_leaf_nodes=15,
-        min_samples_leaf=max(20, min(200, rows // 500)),
-        l2_regularization=1.0, early_stopping=max_iter is None, validation_fraction=0.15,
-        n_iter_no_change=20, random_state=0,
-        categorical_features=np.array(mask) if any(mask) else None)
+    return threadpool_limits(limits=max(1, store.settings.predict_threads))
 
 
 def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
@@ -181,18 +165,23 @@ def train_goal(store: AccountStore, goal: Goal, now: float | None = None,
     y = np.concatenate([f.y for f in train])
     _check_counts(y, valid.y, goal)
     progress("fitting", len(frames) / steps)
+    mask = plan.categorical_mask
     with _threads(store):
-        model = _model(plan, len(y)).fit(x, y)
-    rounds = int(model.n_iter_)
-    progress("calibrating", (len(frames) + 1) / steps)
-    held = _held_out_calibration(store, plan, train, rounds)
+        model = make("trees", mask, len(y)).fit(x, y)
+    n_rounds = rounds(model)
+    progress("choosing the learner on the latest training cutoff", (len(frames) + 1) / steps)
+    gap = max(1, min(math.ceil(horizon / goal.step(now)), len(train) // 2))
+    kind, chosen_on, held = _choose_and_calibrate(store, mask, train, n_rounds, gap)
+    if kind != "trees":
+        with _threads(store):
+            model = make(kind, mask, len(y)).fit(x, y)
     progress("validating", (len(frames) + 2) / steps)
     raw = model.predict_proba(valid.x)[:, 1]
     found = metrics(valid.y, held.apply(raw))
     progress("refitting on all cutoffs", (len(frames) + 3) / steps)
     with _threads(store):
-        final = _model(plan, len(y), rounds).fit(np.vstack([x, valid.x]),
-                                                 np.concatenate([y, valid.y]))
+        final = make(kind, mask, len(y), n_rounds).fit(np.vstack([x, valid.x]),
+                                                       np.concatenate([y, valid.y]))
     calibration = _calibrate(raw, valid.y, valid.cutoff)
     progress("scoring", (len(frames) + 4) / steps)
     scored = score(store, goal, plan, final, now, calibration)
@@ -205,7 +194,8 @@ def train_goal(store: AccountStore, goal: Goal, now: float | None = None,
             "mean_predicted_uncalibrated": float(raw.mean()),
             "calibrated_on": held.to_dict(), "scores_calibrated_on": calibration.to_dict(),
             "horizon_days": horizon / DAY, "validation_cutoff": validation,
-            "training_cutoffs": train_cuts, "boosting_rounds": rounds,
+            "training_cutoffs": train_cuts, "learner": kind, "learner_chosen_on": chosen_on,
+            "boosting_rounds": n_rounds if kind == "trees" else None,
             "training_rows": int(len(y)), "training_positives": int(y.sum()),
             "validation_rows": int(len(valid.y)), "validation_positives": int(valid.y.sum()),
             "scored": scored,
@@ -213,20 +203,37 @@ def train_goal(store: AccountStore, goal: Goal, now: float | None = None,
     }
 
 
-def _held_out_calibration(store: AccountStore, plan: FeaturePlan, train: list[Frame],
-                          rounds: int) -> Platt:
-    """The calibration used for validation: a twin of the model (same rounds) fitted on all
-    training cutoffs but the latest, whose scores there are mapped to what happened. With a
-    single training cutoff there is nothing to hold out and the scores stay raw."""
+def _choose_and_calibrate(store: AccountStore, mask: list[bool], train: list[Frame],
+                          n_rounds: int | None, gap: int = 1
+                          ) -> tuple[str, dict[str, Any] | None, Platt]:
+    """Hold out the latest training cutoff: fit each learner (the trees with the rounds of
+    the full fit) on the training cutoffs ``gap`` or more steps older, keep the one with
+    the higher AUC on the held-out cutoff (learners.py), and map its held-out scores to
+    what happened (the calibration used for validation).
+
+    The gap mirrors how the model is used: it predicts a horizon past the latest cutoff it
+    learned from, for people whose histories are that much longer, so the fold skips as
+    many cutoffs as fit in a horizon (but keeps at least half of them to learn from). With a
+    single training cutoff, or one class in either part, there is nothing to hold out: the
+    trees are used and the scores stay raw."""
+    from sklearn.metrics import roc_auc_score
+
+    held, rest = train[0], train[gap:]
     if len(train) < 2:
-        return IDENTITY
-    rest = train[1:]
+        return "trees", None, IDENTITY
     y = np.concatenate([f.y for f in rest])
-    if y.min() == y.max():
-        return IDENTITY
-    with _threads(store):
-        twin = _model(plan, len(y), rounds).fit(np.vstack([f.x for f in rest]), y)
-    return _calibrate(twin.predict_proba(train[0].x)[:, 1], train[0].y, train[0].cutoff)
+    if y.min() == y.max() or held.y.min() == held.y.max():
+        return "trees", None, IDENTITY
+    x = np.vstack([f.x for f in rest])
+    scores, aucs = {}, {}
+    for kind in KINDS:
+        with _threads(store):
+            twin = make(kind, mask, len(y), n_rounds).fit(x, y)
+        scores[kind] = twin.predict_proba(held.x)[:, 1]
+        aucs[kind] = float(roc_auc_score(held.y, scores[kind]))
+    kind = max(KINDS, key=lambda k: aucs[k])  # ties: the first, trees
+    return kind, {"cutoff": held.cutoff, "auc": aucs}, _calibrate(scores[kind], held.y,
+                                                                  held.cutoff)
 
 
 def _calibrate(p: np.ndarray, y: np.ndarray, cutoff: float) -> Platt:
