@@ -28,7 +28,9 @@ from nudge.journeys.report import journey_report
 from nudge.query.segments.saved import SegmentDirectory
 
 from .pages import PageContext, context, page, render
-from .segments import OPS  # the filter rows offer the segment builder's operators
+
+# The filter rows offer the segment builder's operators; segment definitions its conditions.
+from .segments import OPS, builder_choices
 
 router = APIRouter(include_in_schema=False)
 
@@ -143,19 +145,28 @@ async def journeys_page(request: Request, account_id: str) -> Response:
     return render(request, "journeys.html", ctx, journeys=rows)
 
 
+def _page_args(ctx: PageContext, journey_id: int | None) -> dict[str, Any]:
+    """The canvas's state, plus for writers who may read segments the segment builder's
+    condition editor (``segment_conditions.html`` in a ``<template>``: its rows, operators
+    and event names) for entry and condition segment definitions."""
+    state = canvas_state(ctx, journey_id)
+    editor = state["editable"] and ctx.can("segments:read")
+    extra = {**builder_choices(ctx), "rows": range(3)} if editor else {"ops": OPS}
+    return {"state": state, "journey": state["journey"], "report": state["report"],
+            "segment_editor": editor, **extra}
+
+
 @router.get("/ui/{account_id}/journeys/new")
 @page
 async def new_journey(request: Request, account_id: str) -> Response:
     ctx = context(request, account_id)  # journeys:write (the matrix)
-    state = await run_in_threadpool(canvas_state, ctx, None)
-    return render(request, "journey.html", ctx, state=state, journey=state["journey"],
-                  report=state["report"], ops=OPS)
+    args = await run_in_threadpool(_page_args, ctx, None)
+    return render(request, "journey.html", ctx, **args)
 
 
 @router.get("/ui/{account_id}/journeys/{journey_id}")
 @page
 async def journey_page(request: Request, account_id: str, journey_id: int) -> Response:
     ctx = context(request, account_id)
-    state = await run_in_threadpool(canvas_state, ctx, journey_id)
-    return render(request, "journey.html", ctx, state=state, journey=state["journey"],
-                  report=state["report"], ops=OPS)
+    args = await run_in_threadpool(_page_args, ctx, journey_id)
+    return render(request, "journey.html", ctx, **args)

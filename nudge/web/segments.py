@@ -46,16 +46,22 @@ class BuilderError(NudgeError):
 
 def typed_value(text: str, op: str) -> Any:
     """A typed filter value from a text box: JSON when it parses (numbers, booleans, lists),
-    a comma list for ``in``/``not_in``/``between``, else the text itself."""
+    a comma list for ``in``/``not_in``/``between``, else the text itself. Strict JSON, as
+    the browser's ``JSON.parse`` in static/filter_rows.js (``NaN`` stays text); a test holds
+    the two to the same answers."""
     text = text.strip()
     if op in ("exists", "not_exists"):
         return None
     if op in ("in", "not_in", "between") and not text.startswith("["):
         return [typed_value(p, "eq") for p in text.split(",") if p.strip()]
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return json.loads(text, parse_constant=_not_json)
+    except (json.JSONDecodeError, ValueError):
         return text
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _number(form: dict[str, str], name: str) -> float | int:
@@ -193,7 +199,9 @@ def _list(ctx: PageContext) -> list[dict[str, Any]]:
     return out
 
 
-def _choices(ctx: PageContext) -> dict[str, Any]:
+def builder_choices(ctx: PageContext) -> dict[str, Any]:
+    """What the condition rows offer (``segment_conditions.html``): event names, condition
+    types, filter and count operators."""
     return {"events": [e["name"] for e in event_catalog(ctx.store)["events"]],
             "types": TYPES, "ops": OPS, "count_ops": COUNT_OPS}
 
@@ -210,7 +218,7 @@ async def segments_page(request: Request, account_id: str) -> Response:
 @page
 async def builder_page(request: Request, account_id: str) -> Response:
     ctx = context(request, account_id)
-    choices = await run_in_threadpool(_choices, ctx)
+    choices = await run_in_threadpool(builder_choices, ctx)
     return render(request, "segment_builder.html", ctx, rows=range(3), **choices)
 
 
@@ -225,7 +233,7 @@ async def builder_row(request: Request, account_id: str) -> Response:
         i = MAX_ROWS
     if not 0 <= i < MAX_ROWS:
         raise BuilderError(f"i: at most {MAX_ROWS} conditions", field="i")
-    choices = await run_in_threadpool(_choices, ctx)
+    choices = await run_in_threadpool(builder_choices, ctx)
     return render(request, "segment_row.html", ctx, i=i, **choices)
 
 

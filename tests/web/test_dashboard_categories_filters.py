@@ -111,12 +111,14 @@ def test_category_from_settings_to_wizard_to_preference_page_to_skip(
     h.wait_for(lambda: len(smtp.messages) > before, what="the first email")
     url = str(smtp.messages[before]["List-Unsubscribe"]).strip("<>")
 
-    # The recipient's preference page: every category per channel, with its state.
+    # The recipient's preference page: every category per channel where they can be
+    # reached (an email address and the in-app inbox; no phone: no SMS), with its state.
     page.goto(srv.url + urlsplit(url).path)
     box = page.get_by_label("Product news by email")
     expect(box).to_be_checked()
     expect(page.get_by_label("General by email")).to_be_checked()
-    expect(page.get_by_label("Product news by sms")).to_be_checked()
+    expect(page.get_by_label("Product news by inapp")).to_be_checked()
+    expect(page.get_by_label("Product news by sms")).to_have_count(0)
     box.uncheck()
     page.get_by_role("button", name="Save preferences").click()
     expect(page.get_by_role("heading", name="Preferences saved")).to_be_visible()

@@ -87,6 +87,15 @@ def _expect_status(page: Page, status: str) -> None:
                              f"{page.locator('#journey-problems').inner_text()!r}") from None
 
 
+def _set_property(page: Page, n: int, prop: str, value: str) -> None:
+    """Row ``n`` of an update_profile node's properties (the segment builder's filter rows
+    without an operator)."""
+    if page.get_by_label(f"Set profile properties: property {n}").count() == 0:
+        page.get_by_role("button", name="Add property: Set profile properties").click()
+    page.get_by_label(f"Set profile properties: property {n}").fill(prop)
+    page.get_by_label(f"Set profile properties: value {n}").fill(value)
+
+
 def _span(page: Page, legend: str, amount: float, unit: str) -> None:
     box = page.locator("#journey-panel fieldset", has=page.locator("legend", has_text=legend))
     box.get_by_label("unit").select_option(unit)
@@ -179,7 +188,7 @@ def test_validation_problems_are_marked_on_the_offending_nodes(
     _add(page, "condition")  # start; yes/no not connected
     page.get_by_label("Event", exact=True).fill("Opened App")
     _add(page, "update_profile", after="condition")  # yes -> update-profile (no next)
-    page.get_by_label("Set profile properties (JSON object)").fill('{"vip": true}')
+    _set_property(page, 1, "vip", "true")
     page.click("#journey-settings")
     _add(page, "exit")  # connected to nothing: unreachable
     with page.expect_request("**/1/journeys/validate") as req:
@@ -208,11 +217,11 @@ def test_validation_problems_are_marked_on_the_offending_nodes(
     page.get_by_label("Then (yes)").select_option("update-profile")
     _node(page, "update-profile").click()
     page.get_by_label("Then (next)").select_option("exit")
-    page.get_by_label("Set profile properties (JSON object)").fill("")
+    page.get_by_role("button", name="Remove property 1: Set profile properties").click()
     page.click("#validate-journey")
     expect(_node(page, "update-profile")).to_have_class(INVALID)
     expect(page.locator("#journey-problems")).to_contain_text("nodes[1].set")
-    page.get_by_label("Set profile properties (JSON object)").fill('{"vip": true}')
+    _set_property(page, 1, "vip", "true")
     page.click("#validate-journey")
     expect(page.locator("#journey-message")).to_have_text("Valid: ready to publish.")
     expect(page.locator("g[data-node].invalid")).to_have_count(0)
@@ -286,7 +295,7 @@ def test_every_node_type_and_setting_saves_as_the_api_definition(
     page.get_by_label("URL (POST)").fill("https://hooks.example.com/renewal")
     page.get_by_label("Then (next)").select_option("exit")
     _add(page, "update_profile", after="condition")  # no
-    page.get_by_label("Set profile properties (JSON object)").fill('{"churn_risk": true}')
+    _set_property(page, 1, "churn_risk", "true")
     _add(page, "delay", after="update-profile")
     page.get_by_label("Delay kind").select_option("until_time")
     _add(page, "wait_event", after="delay-2")
@@ -300,7 +309,9 @@ def test_every_node_type_and_setting_saves_as_the_api_definition(
     expect(page.locator("#n-id")).to_have_value("split")
     page.click("#journey-settings")
     page.get_by_label("Goal event (converts and exits)").fill("Renewed")
-    page.get_by_label("Exit when any of these events happen").fill("Cancelled, Uninstalled")
+    for i, event in enumerate(("Cancelled", "Uninstalled"), 1):
+        page.click("#add-exit")
+        page.get_by_label(f"Exit event {i}", exact=True).fill(event)
     page.get_by_label("Re-entry").select_option("after")
     _span(page, "Re-enter after", 30, "days")
     page.get_by_label("Most entries per person").fill("3")

@@ -96,21 +96,33 @@ def _page(title: str, body: str) -> HTMLResponse:
 
 # The channels a person can set preferences for (the webhook channel reaches systems).
 PREFERENCE_CHANNELS = ("email", "sms", "push", "webpush", "whatsapp", "inapp")
+# The identifier kinds that give a person an address on a channel (as compose.address reads
+# them); the in-app inbox reaches every profile.
+ADDRESS_KINDS = {"email": {"email"}, "sms": {"phone"}, "whatsapp": {"phone"},
+                 "push": {"fcm", "apns"}, "webpush": {"webpush"}}
+
+
+def _reachable(engage: Engage, account_id: str, uid: int) -> set[str]:
+    kinds = {k for k, _ in engage.stores.get(account_id).identifiers_of(uid)}
+    return {c for c in PREFERENCE_CHANNELS if c not in ADDRESS_KINDS or kinds & ADDRESS_KINDS[c]}
 
 
 def _preferences(engage: Engage, account_id: str, uid: int, channel: str, category: str,
                  ) -> tuple[list[str], list[tuple[str, str]], set[tuple[str, str]]]:
     """(channels, [(category key, name)], the person's (channel, category) rows that are
     off): the link's channel first, "*" (all messages) then the account's active categories,
-    plus the link's own category if it is archived or not listed."""
+    plus the link's own category if it is archived or not listed. Channels: the link's,
+    then those where the person has an address or a recorded choice (a person without a
+    phone number is not asked about SMS)."""
     cats = CategoryDirectory(engage.engine, account_id).list(archived=True)
     shown = [("*", "All messages")] + [(c.key, c.name) for c in cats
                                        if not c.archived or c.key == category]
     if category not in {k for k, _ in shown}:
         shown.append((category, category))
-    channels = [channel] + [c for c in PREFERENCE_CHANNELS if c != channel]
-    off = {(r["channel"], r["category"]) for r in subscriptions_of(engage, account_id, uid)
-           if not r["subscribed"]}
+    rows = subscriptions_of(engage, account_id, uid)
+    wanted = _reachable(engage, account_id, uid) | {r["channel"] for r in rows}
+    channels = [channel] + [c for c in PREFERENCE_CHANNELS if c != channel and c in wanted]
+    off = {(r["channel"], r["category"]) for r in rows if not r["subscribed"]}
     return channels, shown, off
 
 

@@ -31,8 +31,9 @@ window.NudgeFilterRows = (() => {
   }
   // A fieldset with one row per filter, "Add filter" and a remove button per row. `set` gets
   // the list of complete filters (rows without a property are left out) after every edit.
-  // `max` rows at most (1 for a single filter such as a profile condition).
-  function rows(legend, filters, set, {editable = true, max = 20, name = legend} = {}) {
+  // `max` rows at most (1 for a single filter such as a profile condition). `noOp`: rows of
+  // property and value only (update_profile's properties): the operator is hidden, "eq".
+  function rows(legend, filters, set, {editable = true, max = 20, name = legend, noOp = false} = {}) {
     const tpl = document.getElementById("filter-row");
     const fs = document.createElement("fieldset");
     fs.className = "filters";
@@ -41,8 +42,8 @@ window.NudgeFilterRows = (() => {
     lg.textContent = legend;
     const list = document.createElement("div");
     const add = document.createElement("button");
-    add.type = "button"; add.className = "secondary"; add.textContent = "Add filter";
-    add.setAttribute("aria-label", `Add filter: ${legend}`);
+    add.type = "button"; add.className = "secondary"; add.textContent = noOp ? "Add property" : "Add filter";
+    add.setAttribute("aria-label", `${add.textContent}: ${legend}`);
     const emit = () => {
       set([...list.children].map(filterOf).filter(Boolean));
       add.hidden = !editable || list.children.length >= max;
@@ -56,13 +57,14 @@ window.NudgeFilterRows = (() => {
       row.querySelector("[data-filter=property] input").value = f.property || "";
       row.querySelector("[data-filter=op] select").value = f.op || "eq";
       row.querySelector("[data-filter=value] input").value = shown(f.value);
+      if (noOp) row.querySelector("[data-filter=op]").hidden = true;
       row.querySelector("[data-filter=property] input").setAttribute("aria-label", `${legend}: property ${n}`);
       row.querySelector("[data-filter=op] select").setAttribute("aria-label", `${legend}: operator ${n}`);
       row.querySelector("[data-filter=value] input").setAttribute("aria-label", `${legend}: value ${n}`);
       if (editable) {
         const rm = document.createElement("button");
         rm.type = "button"; rm.className = "secondary"; rm.textContent = "Remove";
-        rm.setAttribute("aria-label", `Remove filter ${n}: ${legend}`);
+        rm.setAttribute("aria-label", `Remove ${noOp ? "property" : "filter"} ${n}: ${legend}`);
         rm.addEventListener("click", () => { row.remove(); emit(); });
         row.append(rm);
       }

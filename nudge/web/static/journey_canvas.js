@@ -129,6 +129,7 @@
     const d = JSON.parse(JSON.stringify(def));
     if (d.goal && !d.goal.event) delete d.goal;
     if (d.exit_when) { d.exit_when = d.exit_when.filter((x) => x.event); if (!d.exit_when.length) delete d.exit_when; }
+    for (const m of [d.goal, ...(d.exit_when || [])]) if (m && Array.isArray(m.where) && !m.where.length) delete m.where;
     if (d.entry && Array.isArray(d.entry.where) && !d.entry.where.length) delete d.entry.where;
     for (const n of d.nodes) {
       if (n.label === "") delete n.label;
@@ -317,12 +318,37 @@
     return fs;
   }
   // Property filters: the segment builder's filter rows (static/filter_rows.js).
-  function filters(legend, list, set, max) {
-    return window.NudgeFilterRows.rows(legend, list, (v) => { set(v); changed(); }, {editable, max});
+  function filters(legend, list, set, max, noOp) {
+    return window.NudgeFilterRows.rows(legend, list, (v) => { set(v); changed(); }, {editable, max, noOp});
+  }
+  // A segment definition: the segment builder's condition editor (segment_conditions.html,
+  // cloned from <template id="segment-editor">). Like the builder it posts its fields to
+  // /segments/reach, which builds the definition on the server (value typing included),
+  // checks it and counts it; the definition in that answer is what the node keeps. A stored
+  // definition opens in "Edit as JSON" (which overrides the rows, as in the builder).
+  function segmentEditor(legend, value, set) {
+    const tpl = document.getElementById("segment-editor");
+    if (!tpl || !editable) return json(`${legend} (JSON)`, value, set, "the segmentation language of docs/segments.md");
+    const fs = h("fieldset", {class: "segment-editor", "data-segment-editor": legend}, h("legend", {}, legend));
+    fs.append(tpl.content.cloneNode(true));
+    const form = fs.querySelector("form");
+    if (value && Object.keys(value).length) {
+      form.querySelector("textarea[name=json]").value = JSON.stringify(value, null, 2);
+      form.querySelector("details").open = true;
+    }
+    form.addEventListener("submit", (ev) => ev.preventDefault());
+    form.addEventListener("htmx:afterSwap", () => {
+      const d = form.querySelector("[data-definition]");
+      if (d) { set(JSON.parse(d.textContent)); changed(); }
+    });
+    return [fs];
+  }
+  // Goal and exit events: an event name with the filter rows.
+  function eventMatch(legend, filterLegend, m, setEvent) {
+    return [...text(legend, m.event, setEvent),
+      filters(filterLegend, m.where, (v) => setOpt(m, "where", v.length ? v : undefined))];
   }
   const targets = (self) => [["", "(not connected)"], ...def.nodes.filter((n) => n.id !== self).map((n) => [n.id, `${n.id} (${n.type})`])];
-  const events = (list) => (list || []).map((x) => x.event).filter(Boolean).join(", ");
-  const eventList = (v) => v.split(",").map((x) => x.trim()).filter(Boolean).map((event) => ({event}));
 
   function renderPanel() {
     // Rebuilding the panel must not lose the keyboard focus: refocus the control that has
@@ -331,6 +357,7 @@
     const was = lab ? lab.textContent : null;
     panel.replaceChildren();
     if (selected && node(selected)) nodePanel(node(selected)); else journeyPanel();
+    if (window.htmx && panel.querySelector("[data-segment-editor]")) window.htmx.process(panel);
     if (was) {
       const again = [...panel.querySelectorAll("label[for]")].find((l) => l.textContent === was);
       if (again) document.getElementById(again.htmlFor).focus();
@@ -348,14 +375,21 @@
     } else if (kind === "segment") {
       if (S.segments.length) panel.append(...choice("Saved segment", [...S.segments.map((s) => [s.id, s.name]), ["", "(a segment definition)"]], e.segment_id ?? "",
         (v) => { def.entry = v ? {segment_id: Number(v)} : {segment: {}}; }));
-      if ("segment" in e) panel.append(...json("Segment definition (JSON)", e.segment, (v) => { def.entry = {segment: v || {}}; }, "the segmentation language of docs/segments.md"));
+      if ("segment" in e) panel.append(...segmentEditor("Entry segment definition", e.segment, (v) => { def.entry = {segment: v || {}}; }));
     } else if (kind === "date") {
       panel.append(...text("Date property", e.segment.profile.property, (v) => { e.segment.profile.property = v; node(def.start).until_property = v; }, {id: "j-date-property"}),
         h("p", {class: "muted"}, `People with this profile property enter and wait at node ${def.start} until its date (set an offset there).`));
     }
-    const goal = def.goal || {};
-    panel.append(...text("Goal event (converts and exits)", goal.event, (v) => { if (v) def.goal = {...goal, event: v}; else delete def.goal; }, {id: "j-goal"}),
-      ...text("Exit when any of these events happen (comma-separated)", events(def.exit_when), (v) => setOpt(def, "exit_when", eventList(v).length ? eventList(v) : undefined), {id: "j-exit"}));
+    const goal = def.goal || (def.goal = {event: ""});
+    panel.append(...eventMatch("Goal event (converts and exits)", "Goal filters", goal, (v) => { goal.event = v; }));
+    const exits = def.exit_when || (def.exit_when = []);
+    const exitSet = h("fieldset", {class: "exits"}, h("legend", {}, "Exit when any of these events happen"));
+    exits.forEach((m, i) => {
+      exitSet.append(...eventMatch(`Exit event ${i + 1}`, `Exit ${i + 1} filters`, m, (v) => { m.event = v; }));
+      if (editable) exitSet.append(h("button", {type: "button", class: "secondary", on: {click: () => { exits.splice(i, 1); changed(); renderPanel(); }}}, `Remove exit event ${i + 1}`));
+    });
+    if (editable) exitSet.append(h("button", {type: "button", class: "secondary", id: "add-exit", on: {click: () => { exits.push({event: ""}); renderPanel(); }}}, "Add exit event"));
+    panel.append(exitSet);
     const r = def.reentry || {};
     panel.append(...choice("Re-entry", [["never", "Never: once per person"], ["after_exit", "Again after leaving"], ["after", "Again after a while"]], r.mode || "never",
       (v) => { def.reentry = {...(def.reentry || {}), mode: v}; if (v === "after") def.reentry.after = def.reentry.after || {days: 1}; else delete def.reentry.after; }));
@@ -431,7 +465,7 @@
         panel.append(filters("Profile property filter", [n.profile], (v) => { n.profile = v[0] || {}; }, 1));
       }
       else if (kind === "segment_id") panel.append(...choice("Segment", S.segments.map((s) => [s.id, s.name]), n.segment_id, (v) => { n.segment_id = Number(v); }));
-      else panel.append(...json("Segment definition (JSON)", n.segment, (v) => { n.segment = v || {}; }, "the segmentation language of docs/segments.md"));
+      else panel.append(...segmentEditor("Segment definition", n.segment, (v) => { n.segment = v || {}; }));
     },
     split(n) {
       n.branches.forEach((b, i) => panel.append(...number(`Branch ${i + 1} share (%)`, b.percent, (v) => { b.percent = v; }, {min: "0", max: "100", step: "any"})));
@@ -442,7 +476,9 @@
       }
     },
     update_profile(n) {
-      panel.append(...json("Set profile properties (JSON object)", n.set, (v) => { n.set = v || {}; }, 'e.g. {"vip": true, "tier": "gold"}'));
+      // Rows of property and value; values typed as filter values are (10, true, text).
+      const rows = Object.entries(n.set || {}).map(([property, value]) => ({property, op: "eq", value}));
+      panel.append(filters("Set profile properties", rows, (v) => { n.set = Object.fromEntries(v.map((f) => [f.property, f.value ?? ""])); }, 50, true));
     },
     webhook(n) { panel.append(...text("URL (POST)", n.url, (v) => { n.url = v; }, {type: "url"})); },
   };

