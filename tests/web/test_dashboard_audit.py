@@ -225,3 +225,27 @@ def test_account_switcher_and_other_accounts_refused(browser: Browser, srv: Nudg
             assert ctx.request.get(f"{srv.url}/ui/{third}", max_redirects=0).status in (403, 404)
     finally:
         ctx.close()
+
+
+def test_a_long_action_shows_progress_until_it_answers(marketer: Page, srv: NudgeServer) -> None:
+    page = marketer
+    held: list[Any] = []
+    page.route("**/segments", lambda route: held.append(route)
+               if route.request.method == "POST" else route.continue_())
+    page.goto(f"{srv.url}/ui/{srv.account_id}/segments/new")
+    c0 = page.locator("#cond-0")
+    c0.get_by_label("Type").select_option("reachable")
+    expect(page.locator("#reach [data-reach]")).to_have_text(
+        str(_count(srv, {"reachable": {"channel": "email"}})))
+    page.get_by_label("Name", exact=True).fill("Reachable by email")
+    save = page.get_by_role("button", name="Save segment")
+    save.click()
+    # While the server has not answered: the button is busy and says so.
+    expect(save).to_be_disabled()
+    expect(save).to_have_attribute("aria-busy", "true")
+    expect(page.locator(".save [role=status]")).to_have_text("Working…")
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_url("**/segments#segment-*")
+    names = [s["name"] for s in h.api(srv, "GET", "/1/segments", ok=200).json()["segments"]]
+    assert "Reachable by email" in names

@@ -522,9 +522,11 @@
     return false;
   }
   async function validate() {
+    say("Validating…", true);
     if (await check(await api("POST", "/1/journeys/validate", body()))) say("Valid: ready to publish.", true);
   }
   async function save() {
+    say("Saving…", true);
     const r = jid ? await api("PUT", `/1/journeys/${jid}`, body()) : await api("POST", "/1/journeys", body());
     if (!(await check(r))) return false;
     if (!jid) { jid = r.data.id; history.replaceState(null, "", `${S.base}/journeys/${jid}`); }
@@ -535,6 +537,7 @@
   async function transition(name) {
     if (name === "publish" && !(await save())) return;
     if (name === "stop" && !window.confirm("Stop this journey for good? Everyone in it exits.")) return;
+    say({publish: "Publishing…", pause: "Pausing…", resume: "Resuming…", stop: "Stopping…"}[name], true);
     const r = await api("POST", `/1/journeys/${jid}/${name}`);
     if (!(await check(r))) return;
     setStatus(r.data.status, r.data.version);

@@ -64,6 +64,27 @@ document.addEventListener("htmx:afterRequest", (ev) => {
   if (d && ev.detail.successful) d.close();
 });
 
+// Every action shows progress: while a request sent by a button (erase, suppress, send,
+// pause, stop, save, preview, ...) runs, the button is disabled and busy and a "Working…"
+// status follows it. Forms with their own indicator (hx-indicator / hx-disabled-elt, e.g.
+// Settings' "Saving…") and live requests (typing in the builder) are left alone.
+document.addEventListener("htmx:beforeRequest", (ev) => {
+  const elt = ev.detail.elt, how = ev.detail.requestConfig && ev.detail.requestConfig.triggeringEvent;
+  if (elt.hasAttribute("hx-indicator") || elt.hasAttribute("hx-disabled-elt")) return;
+  const b = elt instanceof HTMLButtonElement ? elt
+    : elt instanceof HTMLFormElement && how && how.type === "submit" ? elt.querySelector("button[type=submit], button:not([type])") : null;
+  if (!b || b.disabled) return;
+  b.disabled = true;
+  b.setAttribute("aria-busy", "true");
+  const note = document.createElement("span");
+  note.className = "busy muted";
+  note.setAttribute("role", "status");
+  note.textContent = " Working…";
+  b.after(note);
+  const done = () => { b.disabled = false; b.removeAttribute("aria-busy"); note.remove(); };
+  elt.addEventListener("htmx:afterRequest", done, {once: true});
+});
+
 // Charts: <div class="chart" data-chart='{"type": "line", "x": [...], "series": {...}}'>.
 function drawCharts(root) {
   if (!window.echarts) return;
