@@ -119,6 +119,8 @@ def cases(now: int, charged_30d: int = 1, paris: int = 2) -> dict[str, Any]:
         # did_not
         "did_not_window": {"did_not": {"event": "Charged", "window": {"last": {"hours": 12}}}},
         "did_not_unknown_event": {"did_not": {"event": "Never Happened"}},
+        # a complement (rows not deduplicated) that NOT makes the positive root
+        "not_did_not": {"not": {"did_not": {"event": "Charged"}}},
         # aggregate
         "aggregate_sum": {"aggregate": {"event": "Charged", "property": "Amount", "fn": "sum",
                                         "op": ">=", "value": 5000,

@@ -130,6 +130,17 @@ def test_cases_cover_every_node_kind_and_operator() -> None:
     assert ops >= set(FILTER_OPS)
 
 
+def test_root_lists_each_member_once(store: AccountStore) -> None:
+    """Complements are compiled without DISTINCT (they are only subtracted or intersected);
+    one that NOT turns into the positive root must still list each member once."""
+    sql = SegmentEngine(store).sql(parse(CASES["not_did_not"], NOW), now=NOW)
+    with store.cursor() as cur:
+        ids = [r[0] for r in cur.execute(sql.text, sql.params).fetchall()]
+        charged = cur.execute("SELECT count(*) FROM events WHERE event = 'Charged'").fetchone()
+    assert charged[0] > len(set(ids)) > 0  # some member did it more than once
+    assert len(ids) == len(set(ids))
+
+
 def test_no_stale_snapshots() -> None:
     assert {p.stem for p in GOLDEN.glob("*.sql")} == set(CASES)
 
