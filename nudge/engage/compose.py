@@ -128,10 +128,16 @@ def _light_recipients(store: AccountStore, cur: Any, uids: list[int],
     typed = [(name, c.column, c.type) for name in sorted(wanted)
              if (c := store.catalog.get("profile", name)) is not None]
     cols = "".join(f", {c}" for _, c, _ in typed)  # names from our catalog
-    t = cur.execute(f"SELECT user_id, identity, email, phone, props{cols} FROM profiles "
-                    "WHERE user_id IN (SELECT unnest(?::BIGINT[]))", [uids]).arrow()
-    if not isinstance(t, pa.Table):  # DuckDB 1.5 returns a RecordBatchReader
-        t = t.read_all()
+    # The ids as an Arrow table registered on this cursor (its own connection): half the
+    # CPU of binding a 5,000-element list parameter.
+    cur.register("batch_user_ids", pa.table({"user_id": pa.array(uids, pa.int64())}))
+    try:
+        t = cur.execute(f"SELECT user_id, identity, email, phone, props{cols} FROM profiles "
+                        "WHERE user_id IN (SELECT user_id FROM batch_user_ids)").arrow()
+        if not isinstance(t, pa.Table):  # DuckDB 1.5 returns a RecordBatchReader
+            t = t.read_all()
+    finally:
+        cur.unregister("batch_user_ids")
     ids = t.column(0).to_pylist()
     props: list[dict[str, Any]] = [{} for _ in ids]
     for i, (name, _, typ) in enumerate(typed):
