@@ -81,6 +81,28 @@ def _messages(ctx: PageContext, uid: int) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
+def _journeys(ctx: PageContext, uid: int) -> list[dict[str, Any]]:
+    """The person's journey entries, newest first, with the journey's name: where they are
+    now (node and state) or why they left, and when they converted. The same rows as
+    ``GET /1/journeys/{id}/users`` (``journey_entries``), for every journey of the account."""
+    state = getattr(ctx.request.app.state, "journeys", None)
+    if state is None or not ctx.can("journeys:read"):
+        return []
+    import sqlalchemy as sa
+
+    from nudge.store.control import journey_entries as E  # noqa: N812
+    from nudge.store.control import journeys as J  # noqa: N812
+
+    q = (sa.select(E.c.journey_id, J.c.name, E.c.version, E.c.status, E.c.node, E.c.state,
+                   E.c.entered_at, E.c.exited_at, E.c.exit_reason, E.c.converted_at)
+         .join(J, J.c.id == E.c.journey_id)
+         .where(E.c.account_id == ctx.account_id, J.c.account_id == ctx.account_id,
+                E.c.user_id == uid)
+         .order_by(E.c.id.desc()).limit(50))
+    with state.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
 def _profile(ctx: PageContext, uid: int) -> dict[str, Any]:
     profile = profile_view(ctx.store, uid)
     events = timeline(ctx.store, uid, since=None, until=None, limit=100, cursor=None)
@@ -90,7 +112,8 @@ def _profile(ctx: PageContext, uid: int) -> dict[str, Any]:
         messages = []
     return {"profile": profile, "events": events, "messages": messages,
             "segments": _gdpr(ctx)._segments(uid),  # what the GDPR export lists
-            "rfm": _rfm(ctx, uid), "subscriptions": _subscriptions(ctx, uid)}
+            "rfm": _rfm(ctx, uid), "subscriptions": _subscriptions(ctx, uid),
+            "journeys": _journeys(ctx, uid)}
 
 
 def _subscriptions(ctx: PageContext, uid: int) -> list[dict[str, Any]]:

@@ -249,3 +249,25 @@ def test_a_long_action_shows_progress_until_it_answers(marketer: Page, srv: Nudg
     page.wait_for_url("**/segments#segment-*")
     names = [s["name"] for s in h.api(srv, "GET", "/1/segments", ok=200).json()["segments"]]
     assert "Reachable by email" in names
+
+
+def test_person_page_lists_their_journeys_as_the_api(marketer: Page, srv: NudgeServer) -> None:
+    h.profiles(srv, [{"identity": "jp1"}])
+    j = h.api(srv, "POST", "/1/journeys", {
+        "name": "Welcome path", "entry": {"api": True}, "start": "wait",
+        "nodes": [{"id": "wait", "type": "delay", "duration": {"days": 3}, "next": "bye"},
+                  {"id": "bye", "type": "exit"}]}, ok=201).json()
+    h.api(srv, "POST", f"/1/journeys/{j['id']}/publish", ok=200)
+    h.api(srv, "POST", f"/1/journeys/{j['id']}/enter", {"to": [{"identity": "jp1"}]}, ok=202)
+    def waiting() -> dict[str, Any] | None:
+        r = h.api(srv, "GET", f"/1/journeys/{j['id']}/users", params={"identity": "jp1"},
+                  ok=200).json()
+        return r if [e for e in r["entries"] if e["state"] == "delay"] else None
+
+    got = h.wait_for(waiting, what="jp1 waiting at the delay")
+    uid, path = got["user_id"], got["entries"]
+    marketer.goto(f"{srv.url}/ui/{srv.account_id}/people/{uid}")
+    row = marketer.locator(f"[data-person-journeys] tr[data-journey='{j['id']}']")
+    expect(row).to_contain_text("Welcome path")
+    expect(row.locator("[data-journey-where]")).to_have_text(
+        f"at {path[0]['node']} ({path[0]['state']})")
