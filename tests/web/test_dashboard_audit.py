@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +42,7 @@ pytest_plugins = ["browser"]
 
 MARKETER, ANALYST = "audit-m@example.com", "audit-a@example.com"
 FAST = {"NUDGE_ENGAGE_POLL_MS": "50"}
+DAY = 86400
 
 
 @pytest.fixture(scope="module")
@@ -271,3 +273,61 @@ def test_person_page_lists_their_journeys_as_the_api(marketer: Page, srv: NudgeS
     expect(row).to_contain_text("Welcome path")
     expect(row.locator("[data-journey-where]")).to_have_text(
         f"at {path[0]['node']} ({path[0]['state']})")
+
+
+def _reports(srv: NudgeServer) -> dict[str, dict[str, Any]]:
+    """A body per analytics kind over the events uploaded here (RFM reads Charged)."""
+    now = int(time.time())
+    span = {"from": now - 3 * DAY, "to": now + 60}
+    h.profiles(srv, [{"identity": f"ch{i}"} for i in range(4)])
+    r = srv.upload([{"type": "event", "identity": f"ch{i}", "ts": now - k * 3600 - i,
+                     "evtName": name, "evtData": {"Amount": 10 + i}}
+                    for i in range(4) for k, name in enumerate(("Viewed", "Charged")[: 1 + i % 2])])
+    assert r.status_code == 200, r.text
+    return {"trends": {"series": [{"event": "Viewed"}], "interval": "day", **span},
+            "funnels": {"steps": [{"event": "Viewed"}, {"event": "Charged"}], **span},
+            "retention": {"start": {"event": "Viewed"}, "return": {"event": "Charged"},
+                          "interval": "day", "periods": 2, **span},
+            "flows": {"event": "Viewed", "direction": "after", "steps": 2, **span},
+            "dayparting": {"event": "Viewed", **span},
+            "rfm": {}}
+
+
+def test_every_analytics_chart_exports_csv_and_png_and_saves_to_a_board(
+        browser: Browser, srv: NudgeServer) -> None:
+    bodies = _reports(srv)
+    ctx = signed_in(browser, srv, ANALYST)
+    ctx.set_default_timeout(30_000)
+    try:
+        with page_without_script_errors(ctx) as page:
+            for kind, body in bodies.items():
+                page.goto(f"{srv.url}/ui/{srv.account_id}/analytics/{kind}")
+                if body:
+                    page.click("details summary")
+                    page.fill("#report-json", json.dumps(body))
+                page.click("#report-form button[type=submit]")
+                result = page.locator(f"#report-result section.report[data-kind={kind}]")
+                expect(result.locator("table.report-table")).to_be_visible()
+                expect(result.locator("#report-chart canvas")).to_have_count(1)
+                with page.expect_download() as png:
+                    result.get_by_role("button", name="Export PNG").click()
+                assert png.value.suggested_filename == f"{kind}.png"
+                with open(png.value.path(), "rb") as f:
+                    assert f.read(8) == b"\x89PNG\r\n\x1a\n", kind
+                href = result.locator("a[data-export=csv]").get_attribute("href")
+                csv_resp = ctx.request.get(srv.url + str(href))
+                assert csv_resp.ok and csv_resp.headers["content-type"].startswith("text/csv")
+                header = result.locator("thead th").evaluate_all(
+                    "ths => ths.map(th => th.textContent.trim())")
+                assert csv_resp.text().splitlines()[0] == ",".join(header), kind
+                result.locator("input[name=board]").fill("Every chart")
+                result.locator("input[name=title]").fill(f"{kind} chart")
+                result.get_by_role("button", name="Save to board").click()
+                expect(page.locator("[data-saved]")).to_contain_text("Every chart")
+            page.goto(f"{srv.url}/ui/{srv.account_id}/boards")
+            page.get_by_role("link", name="Every chart").click()
+            expect(page.locator("section.report h2")).to_have_text(
+                [f"{k} chart" for k in bodies])
+            expect(page.locator("section.report [role=alert]")).to_have_count(0)
+    finally:
+        ctx.close()
