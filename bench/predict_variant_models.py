@@ -1,5 +1,6 @@
 """The variants compared by bench/predict_variants.py: each maps training frames to scores
-at the validation cutoff."""
+at the validation cutoff. The two LightGBM variants need ``pip install lightgbm``, which is
+not a dependency of Nudge: neither was adopted (docs/predict.md)."""
 
 from __future__ import annotations
 
