@@ -331,3 +331,38 @@ def test_every_analytics_chart_exports_csv_and_png_and_saves_to_a_board(
             expect(page.locator("section.report [role=alert]")).to_have_count(0)
     finally:
         ctx.close()
+
+
+# The other main pages, held to what test_dashboard_settings_a11y checks on Home and Settings:
+# (path under /ui/{account}, the main action the keyboard must reach).
+MAIN_PAGES = [("/events", None), ("/people", "Search"), ("/segments", "New segment"),
+              ("/segments/new", "Save segment"), ("/analytics/trends", "Run"),
+              ("/boards", None), ("/campaigns", None), ("/campaigns/new", None),
+              ("/journeys", None), ("/journeys/new", "Publish")]
+
+
+def test_main_pages_labels_contrast_keyboard_and_widths(browser: Browser,
+                                                         srv: NudgeServer) -> None:
+    from test_dashboard_settings_a11y import LOW_CONTRAST, OVERFLOW, UNLABELLED, _tab_reaches
+
+    ctx = signed_in(browser, srv, MARKETER)
+    ctx.set_default_timeout(30_000)
+    problems = []
+    try:
+        with page_without_script_errors(ctx) as page:
+            for path, action in MAIN_PAGES:
+                for width in (1280, 768):
+                    page.set_viewport_size({"width": width, "height": 1000})
+                    page.goto(f"{srv.url}/ui/{srv.account_id}{path}")
+                    page.wait_for_load_state("networkidle")
+                    if unlabelled := page.evaluate(UNLABELLED):
+                        problems.append((path, width, "unlabelled", unlabelled))
+                    if (over := page.evaluate(OVERFLOW)) > 0:
+                        problems.append((path, width, "overflows by", over))
+                if low := page.evaluate(LOW_CONTRAST):
+                    problems.append((path, "low contrast", low))
+                if action and not _tab_reaches(page, action):
+                    problems.append((path, "Tab never reaches", action))
+    finally:
+        ctx.close()
+    assert problems == []
