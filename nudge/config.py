@@ -38,11 +38,11 @@ class Settings:
     commit_max_records: int = 20_000
     # Ingest log (nudge/ingest/log.py): HTTP uploads are acknowledged once in the log and
     # drained into DuckDB in large commits; beyond max_backlog logged-but-unapplied records,
-    # or more than the writer applies in max_lag_ms at its measured rate, requests wait for
-    # their commit again (bounds freshness). Segment size before rotation. Off by default:
-    # it doubles ingest throughput under load but its drain batching costs freshness (p99
-    # 2-6 s measured at load 11-16, target 1 s), and triggers/journeys read after the drain.
-    ingest_log: bool = False
+    # or once the oldest of them has waited max_lag_ms, requests wait for their commit again
+    # (bounds freshness). Segment size before rotation. On by default since the bound is in
+    # time: freshness matched the commit-acknowledged path at the same load, at >= its
+    # throughput and 0.76x its CPU per event (docs/benchmarks.md, session 14).
+    ingest_log: bool = True
     ingest_log_max_backlog: int = 20_000
     ingest_log_max_lag_ms: int = 500
     ingest_log_segment_bytes: int = 64 * 1024 * 1024
