@@ -101,6 +101,11 @@ def test_intent_model_matches_bgnbd(store: AccountStore, log: pd.DataFrame) -> N
     assert m["calibrated_on"]["fitted_on"] == max(m["training_cutoffs"])
     assert m["scores_calibrated_on"]["fitted_on"] == CUTOFF
     assert 0 < m["brier"] < 0.25 and len(m["calibration"]) == 10
+    # The learner was chosen on the same held-out cutoff, both candidates measured there.
+    chosen = m["learner_chosen_on"]
+    assert chosen["cutoff"] == max(m["training_cutoffs"])
+    assert m["learner"] == max(chosen["auc"], key=chosen["auc"].get)
+    assert set(chosen["auc"]) == {"trees", "additive"}
 
     # BG/NBD on the same history (distinct purchase days before the cutoff).
     days = log.groupby("customer").ts.apply(lambda s: list(s / DAY)).to_dict()
