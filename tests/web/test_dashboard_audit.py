@@ -253,7 +253,8 @@ def test_a_long_action_shows_progress_until_it_answers(marketer: Page, srv: Nudg
     assert "Reachable by email" in names
 
 
-def test_person_page_lists_their_journeys_as_the_api(marketer: Page, srv: NudgeServer) -> None:
+def test_person_page_shows_their_journeys_and_rfm_as_the_api(marketer: Page,
+                                                             srv: NudgeServer) -> None:
     h.profiles(srv, [{"identity": "jp1"}])
     j = h.api(srv, "POST", "/1/journeys", {
         "name": "Welcome path", "entry": {"api": True}, "start": "wait",
@@ -268,7 +269,22 @@ def test_person_page_lists_their_journeys_as_the_api(marketer: Page, srv: NudgeS
 
     got = h.wait_for(waiting, what="jp1 waiting at the delay")
     uid, path = got["user_id"], got["entries"]
+    now = int(time.time())
+    assert srv.upload([{"type": "event", "identity": "jp1", "ts": now - k * DAY,
+                        "evtName": "Charged", "evtData": {"Amount": 20 + k}}
+                       for k in range(3)]).status_code == 200
+    def rfm_of_jp1() -> dict[str, Any] | None:
+        r: dict[str, Any] = h.api(srv, "GET", "/1/predict/rfm/user",
+                                  params={"identity": "jp1"}, ok=200).json()
+        return r if r.get("frequency") == 3 else None
+
+    rfm = h.wait_for(rfm_of_jp1, what="jp1's purchases in RFM")
     marketer.goto(f"{srv.url}/ui/{srv.account_id}/people/{uid}")
+    shown = marketer.locator("[data-rfm]").evaluate(
+        "dl => Object.fromEntries([...dl.querySelectorAll('dt')].map("
+        "dt => [dt.textContent, dt.nextElementSibling.textContent]))")
+    for k in ("segment", "frequency", "monetary", "r", "f", "m"):
+        assert shown[k] == str(rfm[k]), (k, shown, rfm)
     row = marketer.locator(f"[data-person-journeys] tr[data-journey='{j['id']}']")
     expect(row).to_contain_text("Welcome path")
     expect(row.locator("[data-journey-where]")).to_have_text(
