@@ -40,7 +40,7 @@ from tests.engage.providers import SmtpServer
 
 pytest_plugins = ["browser"]
 
-MARKETER, ANALYST = "audit-m@example.com", "audit-a@example.com"
+MARKETER, ANALYST, ADMIN = "audit-m@example.com", "audit-a@example.com", "audit-ad@example.com"
 FAST = {"NUDGE_ENGAGE_POLL_MS": "50"}
 DAY = 86400
 
@@ -48,7 +48,8 @@ DAY = 86400
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NudgeServer, SmtpServer]]:
     with smtp_backed_server(tmp_path_factory.mktemp("nudge"), tmp_path_factory.mktemp("tls"),
-                            FAST, {MARKETER: "marketer", ANALYST: "analyst"}) as pair:
+                            FAST, {MARKETER: "marketer", ANALYST: "analyst",
+                                   ADMIN: "admin"}) as pair:
         yield pair
 
 
@@ -382,3 +383,45 @@ def test_main_pages_labels_contrast_keyboard_and_widths(browser: Browser,
     finally:
         ctx.close()
     assert problems == []
+
+
+def test_person_messages_export_and_suppress_from_the_profile(
+        browser: Browser, servers: tuple[NudgeServer, SmtpServer]) -> None:
+    srv, smtp = servers
+    h.profiles(srv, [{"identity": "gd1", "grp": "gd", "Email": "gd1@example.com"}])
+    mail = {"name": "gd", "channels": ["email"],
+            "audience": {"definition": {"profile": {"property": "grp", "op": "eq",
+                                                    "value": "gd"}}},
+            "content": {"email": {"subject": "gd", "html": "<p>Hi</p>"}}}
+
+    def settled(cid: int) -> list[dict[str, Any]] | None:
+        done = [m for m in h.outbox(srv, campaign_id=cid)
+                if m["status"] in ("sent", "delivered", "skipped")]
+        return done or None
+
+    cid = h.campaign(srv, mail)["id"]
+    first = h.wait_for(lambda: settled(cid), what="the first message")
+    uid = first[0]["user_id"]
+    ctx = signed_in_with_mfa(browser, srv, ADMIN)
+    ctx.set_default_timeout(30_000)
+    try:
+        with page_without_script_errors(ctx) as page:
+            page.goto(f"{srv.url}/ui/{srv.account_id}/people/{uid}")
+            # Messages received and their outcome: the outbox's.
+            cells = page.get_by_role("heading", name="Messages").locator("..").locator(
+                "tbody tr td").all_text_contents()
+            assert cells[:3] == [str(first[0]["campaign_id"]), "email", first[0]["status"]]
+            with page.expect_download() as dl:
+                page.get_by_role("link", name="Export data (GDPR)").click()
+            with open(dl.value.path(), encoding="utf-8") as f:
+                exported = json.load(f)
+            assert "gd1@example.com" in json.dumps(exported)
+            page.get_by_role("button", name="Suppress…").click()
+            page.get_by_role("dialog").get_by_role("button", name="Suppress",
+                                                   exact=True).click()
+            expect(page.locator("[data-gdpr-done]")).to_contain_text("suppress")
+    finally:
+        ctx.close()
+    cid2 = h.campaign(srv, {**mail, "name": "gd2"})["id"]
+    again = h.wait_for(lambda: settled(cid2), what="the next campaign settled")
+    assert [(m["status"], m["reason"]) for m in again] == [("skipped", "suppressed")]
