@@ -133,7 +133,7 @@ class CategoryDirectory:
                 self._ensure_default(conn)
                 r = conn.execute(q).first()
         if r is None:
-            raise NotFound(f"no subscription category {key!r}")
+            raise NotFound("no such subscription category in this account")
         return _row(r)
 
     def create(self, body: Any) -> Category:

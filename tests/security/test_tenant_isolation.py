@@ -33,7 +33,7 @@ B_BOARD = "B-board-5e1f"
 # Strings only B's objects hold: none may appear in any answer to A.
 B_MARKERS = {"journey": "B-journey-9d2e", "goal": "B-goal-77ab", "inbox": "B-inbox-title-3c8f",
              "webhook": "hooks.b-secret-4a1b.example", "smtp": "smtp.b-secret-6f0c.example",
-             "board item": "B-board-item-0b7d"}
+             "board item": "B-board-item-0b7d", "category": "B-category-5e1a"}
 
 
 @dataclass
@@ -133,6 +133,8 @@ def _more_b_objects(srv: NudgeServer, bh: dict[str, str], b_id: str) -> dict[str
         "nodes": [{"id": "done", "type": "exit"}]}, ok=201)["id"])
     ids["goal_id"] = str(api("POST", "/1/predict/goals", {
         "name": B_MARKERS["goal"], "event": "Charged", "horizon_days": 14}, ok=201)["id"])
+    ids["key"] = api("POST", "/1/subscription-categories", {
+        "name": B_MARKERS["category"], "key": "b-offers-5e1a"}, ok=201)["key"]
     ids["webhook_id"] = str(api("POST", "/1/webhooks", {
         "url": f"https://{B_MARKERS['webhook']}/hook", "event": "Charged"}, ok=201)["id"])
     api("PUT", "/1/channels/email", {"provider": "smtp", "host": B_MARKERS["smtp"],
