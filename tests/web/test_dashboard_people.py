@@ -3,6 +3,7 @@ profile page (with confirmation), checked against the API afterwards."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -13,6 +14,7 @@ from playwright.sync_api import Browser, expect
 from conftest import NudgeServer, make_server
 
 pytest_plugins = ["browser"]
+CAROL_EVENTS, CAROL_T0 = 250, 1_790_000_000
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,14 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NudgeServer]:
                          "evtData": {"Page": f"/p/{i}"}} for i in range(3)]
         r = s.upload(records)
         assert r.status_code == 200 and not r.json()["unprocessed"], r.text
+        # carol: more events than one timeline page (100 rows), one second apart.
+        r = s.upload([{"identity": "carol", "type": "profile", "profileData": {"Name": "Carol"}}]
+                     + [{"identity": "carol", "type": "event", "evtName": "Viewed",
+                         "ts": CAROL_T0 + i, "evtData": {"Page": f"/q/{i}"}}
+                        for i in range(CAROL_EVENTS)])
+        assert r.status_code == 200 and not r.json()["unprocessed"], r.text
         add_user(s, "owner@example.com", "owner")
+        add_user(s, "reader@example.com", "owner")  # the timeline test's own sign-in
         for name, plan in (("Pro plan", "pro"), ("Free plan", "free")):
             seg = httpx.post(s.url + "/1/segments", headers=s.headers, json={
                 "name": name, "definition": {"profile": {"property": "Plan", "op": "eq",
@@ -87,4 +96,27 @@ def test_search_by_any_identifier_and_erase_from_the_profile(srv: NudgeServer,
     # Searching again finds nobody.
     page.goto(f"{srv.url}/ui/{srv.account_id}/people?q=alice@example.com")
     expect(page.locator("[data-empty]")).to_be_visible()
+    ctx.close()
+
+
+def test_the_timeline_loads_older_pages_as_it_scrolls(srv: NudgeServer, browser: Browser) -> None:
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    enroll_and_sign_in(page, srv, "reader@example.com")
+    carol = httpx.get(srv.url + "/1/profile", params={"identity": "carol"}, headers=srv.headers)
+    assert carol.status_code == 200, carol.text
+    page.goto(f"{srv.url}/ui/{srv.account_id}/people/{carol.json()['profile']['id']}")
+    rows = page.locator("#timeline tr")
+    # The newest event first; the oldest is not on the first page.
+    expect(rows.first).to_contain_text(f"/q/{CAROL_EVENTS - 1}")
+    for _ in range(10):  # scroll the timeline to its end until no page is left to load
+        rows.last.scroll_into_view_if_needed()
+        if page.locator("#timeline").get_by_text("Loading more").count() == 0:
+            break
+        page.wait_for_timeout(300)
+    expect(rows).to_have_count(CAROL_EVENTS)
+    expect(rows.last).to_contain_text("/q/0")
+    texts = rows.locator("td:nth-child(3)").all_inner_texts()
+    assert [json.loads(t)["Page"] for t in texts] == [
+        f"/q/{i}" for i in reversed(range(CAROL_EVENTS))]  # each once, newest first
     ctx.close()
